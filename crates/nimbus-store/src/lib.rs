@@ -1,0 +1,203 @@
+//! Durable state for nimbus.
+//!
+//! - [`Store`]: the metadata store (functions, log groups, streams and
+//!   events), one trait with the embedded SQLite backend [`SqliteStore`];
+//!   every backend passes [`store_test_suite`].
+//! - [`BlobStore`]: content-addressed files (deployment packages) under the
+//!   data directory, written atomically and named by their SHA-256.
+//! - [`unpack_zip`]: turns a deployment package into a code directory,
+//!   refusing entries that escape it, links that point out and zip bombs.
+//!
+//! Everything a caller is told was stored is on disk (fsynced) first.
+
+mod blobs;
+mod sqlite;
+mod unzip;
+
+use nimbus_core::FunctionSpec;
+
+pub use blobs::BlobStore;
+pub use sqlite::SqliteStore;
+pub use unzip::{UnzipError, UnzipLimits, unpack_zip};
+
+/// An error of the storage layer; its detail is for the server log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("i/o on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("corrupt record {key}: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
+}
+
+/// Result of a storage operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One log line as stored: its event time and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub timestamp_ms: i64,
+    pub ingestion_ms: i64,
+    pub message: String,
+}
+
+/// A log stream's summary, as DescribeLogStreams reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStreamInfo {
+    pub name: String,
+    pub created_ms: i64,
+    pub first_event_ms: Option<i64>,
+    pub last_event_ms: Option<i64>,
+    pub last_ingestion_ms: Option<i64>,
+    pub stored_bytes: i64,
+}
+
+/// A log group's summary, as DescribeLogGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroupInfo {
+    pub name: String,
+    pub created_ms: i64,
+    pub stored_bytes: i64,
+}
+
+/// A query over one group's events (GetLogEvents / FilterLogEvents).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub group: String,
+    /// Only these streams; all of the group's when empty.
+    pub streams: Vec<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    /// Only events whose message contains this text.
+    pub contains: Option<String>,
+    /// Resume after this event sequence number (exclusive).
+    pub after_seq: Option<i64>,
+    /// Read newest first.
+    pub newest_first: bool,
+    pub limit: usize,
+}
+
+/// A stored event with its stream and its position in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLogEvent {
+    pub seq: i64,
+    pub stream: String,
+    pub event: LogEvent,
+}
+
+/// The metadata store. Methods are synchronous and short; async callers on a
+/// hot path hand batches to a background thread instead.
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new function; `false` if one with that name exists.
+    fn create_function(&self, spec: &FunctionSpec) -> StoreResult<bool>;
+    /// Replaces an existing function's record.
+    fn update_function(&self, spec: &FunctionSpec) -> StoreResult<()>;
+    fn get_function(&self, name: &str) -> StoreResult<Option<FunctionSpec>>;
+    /// All functions, ordered by name.
+    fn list_functions(&self) -> StoreResult<Vec<FunctionSpec>>;
+    /// Removes a function; `false` if there was none.
+    fn delete_function(&self, name: &str) -> StoreResult<bool>;
+
+    /// A value of the server's own settings (keys, secrets).
+    fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Creates the group if needed; `false` if it existed.
+    fn create_log_group(&self, group: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Creates the stream (and its group) if needed; `false` if it existed.
+    fn create_log_stream(&self, group: &str, stream: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Appends events to a stream, creating group and stream as needed.
+    fn append_log_events(&self, group: &str, stream: &str, events: &[LogEvent]) -> StoreResult<()>;
+    fn list_log_groups(&self, prefix: Option<&str>) -> StoreResult<Vec<LogGroupInfo>>;
+    /// `None` if the group does not exist.
+    fn list_log_streams(&self, group: &str, prefix: Option<&str>) -> StoreResult<Option<Vec<LogStreamInfo>>>;
+    fn query_log_events(&self, query: &LogQuery) -> StoreResult<Vec<StoredLogEvent>>;
+    fn delete_log_group(&self, group: &str) -> StoreResult<bool>;
+}
+
+/// The behaviour every [`Store`] backend must have; each backend's tests call
+/// this with a fresh, empty store.
+pub fn store_test_suite(store: &dyn Store) {
+    use nimbus_core::{FunctionState, LastUpdateStatus, RuntimeId};
+
+    let now = nimbus_core::function::now();
+    let spec = |name: &str| FunctionSpec {
+        name: name.into(),
+        runtime: RuntimeId::parse("python3.11").unwrap(),
+        role: "arn:aws:iam::000000000000:role/r".into(),
+        handler: "lambda_function.lambda_handler".into(),
+        description: String::new(),
+        timeout_s: 3,
+        memory_mb: 128,
+        ephemeral_storage_mb: 512,
+        environment: [("A".to_string(), "1".to_string())].into(),
+        architectures: vec!["x86_64".into()],
+        tags: Default::default(),
+        code_sha256: "00".repeat(32),
+        code_size: 10,
+        last_modified: now,
+        revision_id: "r1".into(),
+        state: FunctionState::Active,
+        last_update_status: LastUpdateStatus::Successful,
+    };
+    assert!(store.list_functions().unwrap().is_empty());
+    assert!(store.create_function(&spec("b")).unwrap());
+    assert!(store.create_function(&spec("a")).unwrap());
+    assert!(!store.create_function(&spec("a")).unwrap(), "duplicate names are refused");
+    let names: Vec<_> = store.list_functions().unwrap().into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    let mut a = store.get_function("a").unwrap().unwrap();
+    assert_eq!(a, spec("a"));
+    a.memory_mb = 256;
+    store.update_function(&a).unwrap();
+    assert_eq!(store.get_function("a").unwrap().unwrap().memory_mb, 256);
+    assert!(store.delete_function("a").unwrap());
+    assert!(!store.delete_function("a").unwrap());
+    assert!(store.get_function("a").unwrap().is_none());
+
+    assert_eq!(store.get_setting("k").unwrap(), None);
+    store.put_setting("k", "v1").unwrap();
+    store.put_setting("k", "v2").unwrap();
+    assert_eq!(store.get_setting("k").unwrap().as_deref(), Some("v2"));
+
+    let ev = |t: i64, m: &str| LogEvent { timestamp_ms: t, ingestion_ms: t, message: m.into() };
+    assert!(store.list_log_streams("/aws/lambda/x", None).unwrap().is_none());
+    store.append_log_events("/aws/lambda/x", "s1", &[ev(10, "START"), ev(11, "hello")]).unwrap();
+    store.append_log_events("/aws/lambda/x", "s2", &[ev(12, "other")]).unwrap();
+    assert!(!store.create_log_group("/aws/lambda/x", 0).unwrap());
+    let streams = store.list_log_streams("/aws/lambda/x", None).unwrap().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[0].first_event_ms, Some(10));
+    assert_eq!(streams[0].last_event_ms, Some(11));
+    let all = store
+        .query_log_events(&LogQuery { group: "/aws/lambda/x".into(), limit: 100, ..Default::default() })
+        .unwrap();
+    let msgs: Vec<_> = all.iter().map(|e| e.event.message.as_str()).collect();
+    assert_eq!(msgs, ["START", "hello", "other"]);
+    let filtered = store
+        .query_log_events(&LogQuery {
+            group: "/aws/lambda/x".into(),
+            contains: Some("hell".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    let page = store
+        .query_log_events(&LogQuery {
+            group: "/aws/lambda/x".into(),
+            streams: vec!["s1".into()],
+            after_seq: Some(all[0].seq),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].event.message, "hello");
+    let groups = store.list_log_groups(Some("/aws/lambda/")).unwrap();
+    assert_eq!(groups.len(), 1);
+    assert!(store.delete_log_group("/aws/lambda/x").unwrap());
+    assert!(store.list_log_groups(None).unwrap().is_empty());
+}
+
