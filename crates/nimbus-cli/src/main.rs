@@ -1,1 +1,76 @@
-fn main() {}
+//! `nimbus`: AWS Lambda (and soon ECR and ECS) as one self-hosted binary.
+//!
+//! `nimbus serve` runs the server; every other command is a client of its
+//! public, AWS-compatible HTTP API, exactly as the AWS CLI would be.
+
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// nimbus: your own AWS Lambda, in one binary that the real AWS CLI and SDKs
+/// talk to unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "nimbus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the nimbus server (all APIs, the Runtime API, on one port).
+    Serve(serve::ServeArgs),
+    /// Create, list, inspect, change and delete functions.
+    #[command(subcommand)]
+    Function(client::FunctionCommand),
+    /// Invoke a function and print its result (exit status 1 on a function
+    /// error).
+    Invoke(client::InvokeArgs),
+    /// Print a function's logs (log group /aws/lambda/NAME).
+    Logs(client::LogsArgs),
+}
+
+/// Where nimbus keeps its data unless told otherwise: `$NIMBUS_DATA_DIR`,
+/// else `$XDG_DATA_HOME/nimbus`, else `~/.local/share/nimbus`.
+pub(crate) fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("nimbus");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/nimbus")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nimbus: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Function(cmd) => client::function(cmd).await,
+            Command::Invoke(args) => client::invoke(args).await,
+            Command::Logs(args) => client::logs(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line for the user: the chain of causes, outermost first.
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("nimbus: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -12,14 +12,20 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Self { region: "us-east-1".into(), account_id: "000000000000".into() }
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
     }
 }
 
 impl Identity {
     /// `arn:aws:lambda:<region>:<account>:function:<name>`.
     pub fn function_arn(&self, name: &str) -> String {
-        format!("arn:aws:lambda:{}:{}:function:{name}", self.region, self.account_id)
+        format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.region, self.account_id
+        )
     }
 
     /// Parses the `FunctionName` path parameter of the Lambda API: a name,
@@ -43,9 +49,16 @@ impl Identity {
                 self.check_account(account, raw)?;
                 (*name, Some(*q))
             }
-            ["arn", partition, "lambda", region, account, "function", name, rest @ ..]
-                if rest.len() <= 1 && partition.starts_with("aws") =>
-            {
+            [
+                "arn",
+                partition,
+                "lambda",
+                region,
+                account,
+                "function",
+                name,
+                rest @ ..,
+            ] if rest.len() <= 1 && partition.starts_with("aws") => {
                 if *region != self.region {
                     return Err(LambdaError::ResourceNotFound(format!(
                         "Functions from '{region}' are not reachable in this region ('{}')",
@@ -59,7 +72,9 @@ impl Identity {
         };
         if name.is_empty()
             || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(invalid_name(raw));
         }
@@ -73,7 +88,10 @@ impl Identity {
             (Some(q), _) | (None, Some(q)) => Some(q.to_string()),
             (None, None) => None,
         };
-        Ok(FunctionRef { name: name.to_string(), qualifier })
+        Ok(FunctionRef {
+            name: name.to_string(),
+            qualifier,
+        })
     }
 
     fn check_account(&self, account: &str, raw: &str) -> LambdaResult<()> {
@@ -115,32 +133,60 @@ mod tests {
 
     #[test]
     fn accepts_every_form_of_function_name() {
-        let plain = FunctionRef { name: "demo-function".into(), qualifier: None };
+        let plain = FunctionRef {
+            name: "demo-function".into(),
+            qualifier: None,
+        };
         assert_eq!(parse("demo-function", None).unwrap(), plain);
-        assert_eq!(parse("000000000000:function:demo-function", None).unwrap(), plain);
         assert_eq!(
-            parse("arn:aws:lambda:us-east-1:000000000000:function:demo-function", None).unwrap(),
+            parse("000000000000:function:demo-function", None).unwrap(),
             plain
         );
-        let latest = FunctionRef { name: "f".into(), qualifier: Some("$LATEST".into()) };
+        assert_eq!(
+            parse(
+                "arn:aws:lambda:us-east-1:000000000000:function:demo-function",
+                None
+            )
+            .unwrap(),
+            plain
+        );
+        let latest = FunctionRef {
+            name: "f".into(),
+            qualifier: Some("$LATEST".into()),
+        };
         assert_eq!(parse("f:$LATEST", None).unwrap(), latest);
-        assert_eq!(parse("arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST", None).unwrap(), latest);
+        assert_eq!(
+            parse(
+                "arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST",
+                None
+            )
+            .unwrap(),
+            latest
+        );
         assert_eq!(parse("f", Some("$LATEST")).unwrap(), latest);
     }
 
     #[test]
     fn rejects_bad_names_and_foreign_arns() {
-        assert_eq!(parse("bad name", None).unwrap_err().code(), "ValidationException");
+        assert_eq!(
+            parse("bad name", None).unwrap_err().code(),
+            "ValidationException"
+        );
         assert_eq!(parse("", None).unwrap_err().code(), "ValidationException");
         assert_eq!(
-            parse("arn:aws:lambda:eu-west-1:000000000000:function:f", None).unwrap_err().code(),
+            parse("arn:aws:lambda:eu-west-1:000000000000:function:f", None)
+                .unwrap_err()
+                .code(),
             "ResourceNotFoundException"
         );
         assert_eq!(
             parse("123456789012:function:f", None).unwrap_err().code(),
             "ResourceNotFoundException"
         );
-        assert_eq!(parse("f:1", Some("2")).unwrap_err().code(), "InvalidParameterValueException");
+        assert_eq!(
+            parse("f:1", Some("2")).unwrap_err().code(),
+            "InvalidParameterValueException"
+        );
     }
 
     #[test]

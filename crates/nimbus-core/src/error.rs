@@ -87,7 +87,11 @@ impl LambdaError {
     /// Whether the caller (`User`) or the service (`Service`) is at fault, as
     /// Lambda reports in the body's `Type` field.
     pub fn fault(&self) -> &'static str {
-        if self.status() >= 500 { "Service" } else { "User" }
+        if self.status() >= 500 {
+            "Service"
+        } else {
+            "User"
+        }
     }
 
     /// An internal failure: the detail goes to the server log, the client

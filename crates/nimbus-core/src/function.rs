@@ -77,9 +77,15 @@ impl std::fmt::Display for RuntimeId {
         match self {
             Self::Python { minor } => write!(f, "python3.{minor}"),
             Self::Node { major } => write!(f, "nodejs{major}.x"),
-            Self::Provided { flavour: ProvidedFlavour::Al1 } => f.write_str("provided"),
-            Self::Provided { flavour: ProvidedFlavour::Al2 } => f.write_str("provided.al2"),
-            Self::Provided { flavour: ProvidedFlavour::Al2023 } => f.write_str("provided.al2023"),
+            Self::Provided {
+                flavour: ProvidedFlavour::Al1,
+            } => f.write_str("provided"),
+            Self::Provided {
+                flavour: ProvidedFlavour::Al2,
+            } => f.write_str("provided.al2"),
+            Self::Provided {
+                flavour: ProvidedFlavour::Al2023,
+            } => f.write_str("provided.al2023"),
         }
     }
 }
@@ -182,10 +188,20 @@ impl FunctionSettings {
     /// error codes and messages Lambda uses.
     pub fn validate(&self) -> LambdaResult<()> {
         if let Some(m) = self.memory_mb {
-            range("memorySize", m, limits::MEMORY_MIN_MB.into(), limits::MEMORY_MAX_MB.into())?;
+            range(
+                "memorySize",
+                m,
+                limits::MEMORY_MIN_MB.into(),
+                limits::MEMORY_MAX_MB.into(),
+            )?;
         }
         if let Some(t) = self.timeout_s {
-            range("timeout", t, limits::TIMEOUT_MIN_S.into(), limits::TIMEOUT_MAX_S.into())?;
+            range(
+                "timeout",
+                t,
+                limits::TIMEOUT_MIN_S.into(),
+                limits::TIMEOUT_MAX_S.into(),
+            )?;
         }
         if let Some(e) = self.ephemeral_storage_mb {
             range(
@@ -246,7 +262,9 @@ fn validate_role(role: &str) -> LambdaResult<()> {
             account.len() == 12
                 && account.bytes().all(|b| b.is_ascii_digit())
                 && !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_/".contains(c))
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_/".contains(c))
         });
     if ok {
         Ok(())
@@ -272,8 +290,11 @@ fn validate_environment(env: &BTreeMap<String, String>) -> LambdaResult<()> {
             )));
         }
     }
-    let reserved: Vec<&str> =
-        env.keys().map(String::as_str).filter(|k| RESERVED_ENV.contains(k)).collect();
+    let reserved: Vec<&str> = env
+        .keys()
+        .map(String::as_str)
+        .filter(|k| RESERVED_ENV.contains(k))
+        .collect();
     if !reserved.is_empty() {
         return Err(LambdaError::InvalidParameterValue(format!(
             "Lambda was unable to configure your environment variables because the environment variables \
@@ -283,7 +304,10 @@ fn validate_environment(env: &BTreeMap<String, String>) -> LambdaResult<()> {
         )));
     }
     // AWS measures the variables as their JSON serialisation.
-    let size: usize = 2 + env.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
+    let size: usize = 2 + env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>()
         - usize::from(!env.is_empty());
     if size > limits::ENV_VARS_MAX {
         return Err(LambdaError::InvalidParameterValue(format!(
@@ -304,11 +328,21 @@ mod tests {
 
     #[test]
     fn runtime_ids_round_trip() {
-        for id in ["python3.12", "python3.9", "nodejs20.x", "provided", "provided.al2", "provided.al2023"] {
+        for id in [
+            "python3.12",
+            "python3.9",
+            "nodejs20.x",
+            "provided",
+            "provided.al2",
+            "provided.al2023",
+        ] {
             assert_eq!(RuntimeId::parse(id).unwrap().to_string(), id);
         }
         for id in ["java21", "python2.7", "nodejs", "go1.x", "rust"] {
-            assert_eq!(RuntimeId::parse(id).unwrap_err().code(), "InvalidParameterValueException");
+            assert_eq!(
+                RuntimeId::parse(id).unwrap_err().code(),
+                "InvalidParameterValueException"
+            );
         }
     }
 
@@ -322,27 +356,46 @@ mod tests {
         assert!(s(|s| s.memory_mb = Some(128)).validate().is_ok());
         assert!(s(|s| s.memory_mb = Some(10240)).validate().is_ok());
         assert_eq!(code(s(|s| s.memory_mb = Some(127))), "ValidationException");
-        assert_eq!(code(s(|s| s.memory_mb = Some(10241))), "ValidationException");
+        assert_eq!(
+            code(s(|s| s.memory_mb = Some(10241))),
+            "ValidationException"
+        );
         assert_eq!(code(s(|s| s.timeout_s = Some(0))), "ValidationException");
         assert_eq!(code(s(|s| s.timeout_s = Some(901))), "ValidationException");
         assert!(s(|s| s.timeout_s = Some(900)).validate().is_ok());
-        assert_eq!(code(s(|s| s.role = Some("admin".into()))), "ValidationException");
-        assert!(s(|s| s.role = Some("arn:aws:iam::000000000000:role/service-role/x".into()))
-            .validate()
-            .is_ok());
+        assert_eq!(
+            code(s(|s| s.role = Some("admin".into()))),
+            "ValidationException"
+        );
+        assert!(
+            s(|s| s.role = Some("arn:aws:iam::000000000000:role/service-role/x".into()))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn environment_is_checked_for_names_reserved_keys_and_size() {
         let env = |pairs: &[(&str, String)]| FunctionSettings {
-            environment: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()),
+            environment: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         assert!(env(&[("STAGE", "dev".into())]).validate().is_ok());
         assert_eq!(code(env(&[("1BAD", "x".into())])), "ValidationException");
-        assert_eq!(code(env(&[("AWS_REGION", "x".into())])), "InvalidParameterValueException");
+        assert_eq!(
+            code(env(&[("AWS_REGION", "x".into())])),
+            "InvalidParameterValueException"
+        );
         // {"BIG":"<v>"} is 10 bytes of JSON around the value.
         assert!(env(&[("BIG", "x".repeat(4096 - 10))]).validate().is_ok());
-        assert_eq!(code(env(&[("BIG", "x".repeat(4096 - 9))])), "InvalidParameterValueException");
+        assert_eq!(
+            code(env(&[("BIG", "x".repeat(4096 - 9))])),
+            "InvalidParameterValueException"
+        );
     }
 }

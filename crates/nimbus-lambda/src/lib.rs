@@ -1,1 +1,613 @@
-//! placeholder
+//! The Lambda service: creating, reading, changing, deleting and invoking
+//! functions, as typed commands with typed results.
+//!
+//! The API crate turns HTTP requests into these calls and the results back
+//! into AWS's JSON; this crate knows nothing of either. Control-plane calls
+//! are synchronous (they write SQLite and unpack zips: callers on an async
+//! runtime run them on a blocking thread); [`LambdaService::invoke`] is
+//! async and touches only memory on its hot path.
+
+mod logwriter;
+
+pub use logwriter::spawn_log_writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use nimbus_core::function::{FunctionSettings, now};
+use nimbus_core::{
+    FunctionRef, FunctionSpec, FunctionState, Identity, LambdaError, LambdaResult,
+    LastUpdateStatus, RuntimeId, limits,
+};
+use nimbus_runtime::{Engine, FunctionHandle, InvokeOutcome, InvokeRequest};
+use nimbus_store::{BlobStore, Store, UnzipError, UnzipLimits, unpack_zip};
+
+/// How a client asked to invoke (`X-Amz-Invocation-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+/// The result of an Invoke call.
+#[derive(Debug)]
+pub enum Invoked {
+    /// A synchronous invocation ran (successfully or with a function error).
+    Completed(InvokeOutcome),
+    /// An `Event` invocation was accepted.
+    Accepted,
+    /// A `DryRun` found the function invocable.
+    Validated,
+}
+
+/// A new function, as CreateFunction describes it.
+#[derive(Debug, Clone, Default)]
+pub struct CreateFunction {
+    pub name: String,
+    pub settings: FunctionSettings,
+    pub zip: Option<Vec<u8>>,
+    pub package_type: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Account-wide limits and usage, as GetAccountSettings reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSettings {
+    pub concurrent_executions: u32,
+    pub unreserved_concurrent_executions: u32,
+    pub total_code_size: u64,
+    pub function_count: u64,
+}
+
+struct Live {
+    spec: FunctionSpec,
+    handle: Arc<FunctionHandle>,
+}
+
+/// The Lambda service over a store, a blob store and an engine.
+pub struct LambdaService {
+    identity: Identity,
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    code_root: PathBuf,
+    engine: Arc<Engine>,
+    live: RwLock<HashMap<String, Arc<Live>>>,
+    /// Serialises control-plane writes so read-modify-write is atomic.
+    writes: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for LambdaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaService").finish_non_exhaustive()
+    }
+}
+
+impl LambdaService {
+    /// Opens the service over `data_dir` (blobs and unpacked code live
+    /// there) and loads every stored function.
+    pub fn open(
+        identity: Identity,
+        store: Arc<dyn Store>,
+        data_dir: &Path,
+        engine: Arc<Engine>,
+    ) -> LambdaResult<Self> {
+        let blobs = BlobStore::open(&data_dir.join("blobs")).map_err(LambdaError::internal)?;
+        let code_root = data_dir.join("code");
+        std::fs::create_dir_all(&code_root).map_err(LambdaError::internal)?;
+        let svc = Self {
+            identity,
+            store,
+            blobs,
+            code_root,
+            engine,
+            live: RwLock::new(HashMap::new()),
+            writes: std::sync::Mutex::new(()),
+        };
+        for spec in svc.store.list_functions().map_err(LambdaError::internal)? {
+            // Code directories are a cache of the blobs: rebuild if missing.
+            let zip = svc
+                .blobs
+                .get(&spec.code_sha256)
+                .map_err(LambdaError::internal)?;
+            match zip {
+                Some(zip) => {
+                    svc.unpack(&spec.code_sha256, &zip)?;
+                }
+                None => {
+                    tracing::error!(function = %spec.name, "deployment package missing from the blob store")
+                }
+            }
+            svc.publish_live(spec);
+        }
+        Ok(svc)
+    }
+
+    /// The region and account of every ARN.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The stored deployment package with this hex digest.
+    pub fn code_package(&self, sha256_hex: &str) -> LambdaResult<Option<Vec<u8>>> {
+        if sha256_hex.len() != 64 || !sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        self.blobs.get(sha256_hex).map_err(LambdaError::internal)
+    }
+
+    /// A setting of the server's own, created with `init` on first use.
+    pub fn server_setting(&self, key: &str, init: impl FnOnce() -> String) -> LambdaResult<String> {
+        let _w = self.write_guard();
+        if let Some(v) = self.store.get_setting(key).map_err(LambdaError::internal)? {
+            return Ok(v);
+        }
+        let v = init();
+        self.store
+            .put_setting(key, &v)
+            .map_err(LambdaError::internal)?;
+        Ok(v)
+    }
+
+    fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn code_dir(&self, sha: &str) -> PathBuf {
+        self.code_root.join(sha)
+    }
+
+    /// Unpacks a package once per digest; every function and environment
+    /// with the same code shares the directory.
+    fn unpack(&self, sha: &str, zip: &[u8]) -> LambdaResult<u64> {
+        let dest = self.code_dir(sha);
+        if dest.is_dir() {
+            return Ok(0);
+        }
+        let tmp = self
+            .code_root
+            .join(format!(".tmp-{sha}-{}", uuid::Uuid::new_v4().simple()));
+        let limits = UnzipLimits {
+            max_unzipped: limits::CODE_UNZIPPED_MAX,
+            max_entries: limits::CODE_MAX_ENTRIES,
+        };
+        let size = unpack_zip(zip, &tmp, limits).map_err(|e| match e {
+            UnzipError::Io(io) => LambdaError::internal(io),
+            other => LambdaError::InvalidParameterValue(other.to_string()),
+        })?;
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dest.is_dir() {
+                return Err(LambdaError::internal(e));
+            }
+        }
+        Ok(size)
+    }
+
+    fn publish_live(&self, spec: FunctionSpec) {
+        let handle = Arc::new(FunctionHandle {
+            name: spec.name.clone(),
+            arn: self.identity.function_arn(&spec.name),
+            runtime: spec.runtime.clone(),
+            handler: spec.handler.clone(),
+            memory_mb: spec.memory_mb,
+            timeout_s: spec.timeout_s,
+            environment: spec
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            code_dir: self.code_dir(&spec.code_sha256),
+            revision: spec.revision_id.clone(),
+        });
+        let name = spec.name.clone();
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, Arc::new(Live { spec, handle }));
+    }
+
+    fn live(&self, f: &FunctionRef) -> LambdaResult<Arc<Live>> {
+        let not_found = || {
+            let mut arn = self.identity.function_arn(&f.name);
+            if let Some(q) = &f.qualifier {
+                arn = format!("{arn}:{q}");
+            }
+            LambdaError::ResourceNotFound(format!("Function not found: {arn}"))
+        };
+        if f.qualifier.as_deref().is_some_and(|q| q != "$LATEST") {
+            return Err(not_found());
+        }
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&f.name)
+            .cloned()
+            .ok_or_else(not_found)
+    }
+
+    /// Stores a package: checks its size, stores the blob and unpacks it.
+    /// Returns (hex digest, zipped size).
+    fn store_package(&self, zip: &[u8]) -> LambdaResult<(String, u64)> {
+        if zip.len() as u64 > limits::CODE_ZIPPED_MAX {
+            return Err(LambdaError::RequestEntityTooLarge(format!(
+                "Zipped size must be smaller than {} bytes",
+                limits::CODE_ZIPPED_MAX
+            )));
+        }
+        let total: u64 = self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|l| l.spec.code_size)
+            .sum();
+        if total + zip.len() as u64 > limits::TOTAL_CODE_MAX {
+            return Err(LambdaError::CodeStorageExceeded(
+                "Code storage limit exceeded.".into(),
+            ));
+        }
+        // Unpack before storing, so a bad zip leaves nothing behind.
+        let sha = sha256_hex(zip);
+        self.unpack(&sha, zip)?;
+        let stored = self.blobs.put(zip).map_err(LambdaError::internal)?;
+        debug_assert_eq!(stored, sha);
+        Ok((sha, zip.len() as u64))
+    }
+
+    /// CreateFunction.
+    pub fn create_function(&self, cmd: CreateFunction) -> LambdaResult<FunctionSpec> {
+        let name = self.identity.parse_function_ref(&cmd.name, None)?;
+        if name.qualifier.is_some() {
+            return Err(LambdaError::InvalidParameterValue(
+                "Function name cannot include a qualifier".into(),
+            ));
+        }
+        let s = &cmd.settings;
+        s.validate()?;
+        if let Some(pt) = cmd.package_type.as_deref()
+            && pt != "Zip"
+        {
+            return Err(LambdaError::InvalidParameterValue(format!(
+                "PackageType {pt} is not supported by nimbus yet; use Zip"
+            )));
+        }
+        let runtime_id = s.runtime.as_deref().ok_or_else(|| {
+            LambdaError::InvalidParameterValue("Runtime and Handler are mandatory parameters for functions created with deployment packages.".into())
+        })?;
+        let runtime = RuntimeId::parse(runtime_id)?;
+        self.engine.catalog().check(&runtime)?;
+        let handler = s.handler.clone().ok_or_else(|| {
+            LambdaError::InvalidParameterValue("Runtime and Handler are mandatory parameters for functions created with deployment packages.".into())
+        })?;
+        let role = s
+            .role
+            .clone()
+            .ok_or_else(|| LambdaError::InvalidParameterValue("Role is required".into()))?;
+        let architectures = cmd.architectures.unwrap_or_else(|| vec!["x86_64".into()]);
+        validate_architectures(&architectures)?;
+        let zip = cmd.zip.ok_or_else(|| {
+            LambdaError::InvalidParameterValue(
+                "Please provide a source for function code (ZipFile).".into(),
+            )
+        })?;
+        let _w = self.write_guard();
+        if self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&name.name)
+        {
+            return Err(LambdaError::ResourceConflict(format!(
+                "Function already exist: {}",
+                name.name
+            )));
+        }
+        let (code_sha256, code_size) = self.store_package(&zip)?;
+        let spec = FunctionSpec {
+            name: name.name,
+            runtime,
+            role,
+            handler,
+            description: s.description.clone().unwrap_or_default(),
+            timeout_s: s.timeout_s.map_or(limits::TIMEOUT_DEFAULT_S, |t| t as u32),
+            memory_mb: s.memory_mb.map_or(limits::MEMORY_DEFAULT_MB, |m| m as u32),
+            ephemeral_storage_mb: s
+                .ephemeral_storage_mb
+                .map_or(limits::EPHEMERAL_MIN_MB, |e| e as u32),
+            environment: s.environment.clone().unwrap_or_default(),
+            architectures,
+            tags: cmd.tags,
+            code_sha256,
+            code_size,
+            last_modified: now(),
+            revision_id: uuid::Uuid::new_v4().to_string(),
+            state: FunctionState::Active,
+            last_update_status: LastUpdateStatus::Successful,
+        };
+        if !self
+            .store
+            .create_function(&spec)
+            .map_err(LambdaError::internal)?
+        {
+            return Err(LambdaError::ResourceConflict(format!(
+                "Function already exist: {}",
+                spec.name
+            )));
+        }
+        self.publish_live(spec.clone());
+        Ok(spec)
+    }
+
+    /// GetFunction / GetFunctionConfiguration.
+    pub fn get_function(&self, f: &FunctionRef) -> LambdaResult<FunctionSpec> {
+        Ok(self.live(f)?.spec.clone())
+    }
+
+    /// ListFunctions: up to `max_items` functions after `marker` (the name
+    /// of the last function of the previous page), ordered by name, and the
+    /// marker of the next page.
+    pub fn list_functions(
+        &self,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> LambdaResult<(Vec<FunctionSpec>, Option<String>)> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&String> = live
+            .keys()
+            .filter(|n| marker.is_none_or(|m| n.as_str() > m))
+            .collect();
+        names.sort();
+        let page: Vec<FunctionSpec> = names
+            .iter()
+            .take(max_items)
+            .map(|n| live[*n].spec.clone())
+            .collect();
+        let next = (names.len() > max_items)
+            .then(|| page.last().map(|s| s.name.clone()))
+            .flatten();
+        Ok((page, next))
+    }
+
+    fn check_revision(spec: &FunctionSpec, revision_id: Option<&str>) -> LambdaResult<()> {
+        match revision_id {
+            Some(r) if r != spec.revision_id => Err(LambdaError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn commit(&self, mut spec: FunctionSpec) -> LambdaResult<FunctionSpec> {
+        spec.last_modified = now();
+        spec.revision_id = uuid::Uuid::new_v4().to_string();
+        spec.last_update_status = LastUpdateStatus::Successful;
+        self.store
+            .update_function(&spec)
+            .map_err(LambdaError::internal)?;
+        self.engine.retire(&spec.name);
+        self.publish_live(spec.clone());
+        Ok(spec)
+    }
+
+    /// UpdateFunctionCode. With `dry_run` the package is checked, not applied.
+    pub fn update_function_code(
+        &self,
+        f: &FunctionRef,
+        zip: Option<Vec<u8>>,
+        revision_id: Option<&str>,
+        dry_run: bool,
+        architectures: Option<Vec<String>>,
+    ) -> LambdaResult<FunctionSpec> {
+        if f.qualifier.is_some() {
+            return Err(LambdaError::InvalidParameterValue(
+                "UpdateFunctionCode does not accept a qualifier".into(),
+            ));
+        }
+        let zip = zip.ok_or_else(|| {
+            LambdaError::InvalidParameterValue(
+                "Please provide a source for function code (ZipFile).".into(),
+            )
+        })?;
+        if let Some(a) = &architectures {
+            validate_architectures(a)?;
+        }
+        let _w = self.write_guard();
+        let mut spec = self.live(f)?.spec.clone();
+        Self::check_revision(&spec, revision_id)?;
+        let (sha, size) = self.store_package(&zip)?;
+        spec.code_sha256 = sha;
+        spec.code_size = size;
+        if let Some(a) = architectures {
+            spec.architectures = a;
+        }
+        if dry_run {
+            return Ok(spec);
+        }
+        let old = self.live(f)?.spec.code_sha256.clone();
+        let spec = self.commit(spec)?;
+        self.collect_code(&old);
+        Ok(spec)
+    }
+
+    /// UpdateFunctionConfiguration.
+    pub fn update_function_configuration(
+        &self,
+        f: &FunctionRef,
+        s: FunctionSettings,
+        revision_id: Option<&str>,
+    ) -> LambdaResult<FunctionSpec> {
+        if f.qualifier.is_some() {
+            return Err(LambdaError::InvalidParameterValue(
+                "UpdateFunctionConfiguration does not accept a qualifier".into(),
+            ));
+        }
+        s.validate()?;
+        let _w = self.write_guard();
+        let mut spec = self.live(f)?.spec.clone();
+        Self::check_revision(&spec, revision_id)?;
+        if let Some(r) = &s.runtime {
+            let runtime = RuntimeId::parse(r)?;
+            self.engine.catalog().check(&runtime)?;
+            spec.runtime = runtime;
+        }
+        if let Some(v) = s.role {
+            spec.role = v;
+        }
+        if let Some(v) = s.handler {
+            spec.handler = v;
+        }
+        if let Some(v) = s.description {
+            spec.description = v;
+        }
+        if let Some(v) = s.timeout_s {
+            spec.timeout_s = v as u32;
+        }
+        if let Some(v) = s.memory_mb {
+            spec.memory_mb = v as u32;
+        }
+        if let Some(v) = s.ephemeral_storage_mb {
+            spec.ephemeral_storage_mb = v as u32;
+        }
+        if let Some(v) = s.environment {
+            spec.environment = v;
+        }
+        self.commit(spec)
+    }
+
+    /// DeleteFunction.
+    pub fn delete_function(&self, f: &FunctionRef) -> LambdaResult<()> {
+        if f.qualifier.as_deref().is_some_and(|q| q != "$LATEST") {
+            return Err(self
+                .live(f)
+                .err()
+                .unwrap_or_else(|| LambdaError::internal("qualified lookup")));
+        }
+        let _w = self.write_guard();
+        let live = self.live(&FunctionRef {
+            name: f.name.clone(),
+            qualifier: None,
+        })?;
+        self.store
+            .delete_function(&f.name)
+            .map_err(LambdaError::internal)?;
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&f.name);
+        self.engine.retire(&f.name);
+        self.collect_code(&live.spec.code_sha256);
+        Ok(())
+    }
+
+    /// Removes a package and its unpacked code once no function uses it.
+    fn collect_code(&self, sha: &str) {
+        let used = self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|l| l.spec.code_sha256 == sha);
+        if used {
+            return;
+        }
+        if let Err(e) = self.blobs.remove(sha) {
+            tracing::warn!("removing unused package {sha}: {e}");
+        }
+        // Environments still running the old code keep their open files; the
+        // directory goes once they are gone, which retire() has arranged.
+        let _ = std::fs::remove_dir_all(self.code_dir(sha));
+    }
+
+    /// GetAccountSettings.
+    pub fn account_settings(&self) -> AccountSettings {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        AccountSettings {
+            concurrent_executions: self.engine.account_concurrency(),
+            unreserved_concurrent_executions: self.engine.account_concurrency(),
+            total_code_size: live.values().map(|l| l.spec.code_size).sum(),
+            function_count: live.len() as u64,
+        }
+    }
+
+    /// Invoke. Payload checks (size, JSON) come first, as Lambda does them.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        f: &FunctionRef,
+        kind: InvocationType,
+        payload: Bytes,
+        client_context: Option<String>,
+    ) -> LambdaResult<Invoked> {
+        let live = self.live(f)?;
+        let max = if kind == InvocationType::Event {
+            limits::ASYNC_PAYLOAD_MAX
+        } else {
+            limits::SYNC_PAYLOAD_MAX
+        };
+        if payload.len() > max {
+            return Err(LambdaError::RequestTooLarge(format!(
+                "Request must be smaller than {max} bytes for the InvokeFunction operation"
+            )));
+        }
+        let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+            Bytes::from_static(b"{}")
+        } else {
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+                return Err(LambdaError::InvalidRequestContent(format!(
+                    "Could not parse request body into json: Could not parse payload into json: {e}"
+                )));
+            }
+            payload
+        };
+        let request = InvokeRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload,
+            client_context,
+        };
+        match kind {
+            InvocationType::DryRun => Ok(Invoked::Validated),
+            InvocationType::RequestResponse => Ok(Invoked::Completed(
+                self.engine.invoke(&live.handle, request).await?,
+            )),
+            InvocationType::Event => {
+                // Runs soon, in the background. The durable queue with
+                // retries and destinations replaces this (issue 5).
+                let engine = self.engine.clone();
+                let handle = live.handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.invoke(&handle, request).await {
+                        tracing::warn!(function = %handle.name, "async invocation failed: {e}");
+                    }
+                });
+                Ok(Invoked::Accepted)
+            }
+        }
+    }
+}
+
+fn validate_architectures(a: &[String]) -> LambdaResult<()> {
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    match a {
+        [one] if one == host => Ok(()),
+        [one] if one == "x86_64" || one == "arm64" => Err(LambdaError::InvalidParameterValue(
+            format!("This nimbus host runs {host} functions only; {one} was requested"),
+        )),
+        _ => Err(LambdaError::Validation(format!(
+            "1 validation error detected: Value '{a:?}' at 'architectures' failed to satisfy constraint: \
+             Member must have length less than or equal to 1 and each member must be one of [x86_64, arm64]"
+        ))),
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -16,14 +16,19 @@ pub struct BlobStore {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.display().to_string(), source }
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl BlobStore {
     /// A blob store rooted at `root` (created if missing).
     pub fn open(root: &Path) -> StoreResult<Self> {
         fs::create_dir_all(root.join("tmp")).map_err(io(root))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Stores `data`, returning its hex SHA-256. Storing the same bytes
@@ -36,12 +41,17 @@ impl BlobStore {
         }
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = self.root.join("tmp").join(format!("{hex}.{}", std::process::id()));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{hex}.{}", std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(data).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
         Ok(hex)
     }
 
@@ -80,7 +90,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = BlobStore::open(dir.path()).unwrap();
         let a = blobs.put(b"hello").unwrap();
-        assert_eq!(a, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            a,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(blobs.put(b"hello").unwrap(), a);
         assert_eq!(blobs.get(&a).unwrap().unwrap(), b"hello");
         blobs.remove(&a).unwrap();

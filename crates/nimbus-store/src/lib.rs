@@ -26,9 +26,15 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("i/o on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corrupt record {key}: {source}")]
-    Corrupt { key: String, source: serde_json::Error },
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Result of a storage operation.
@@ -40,6 +46,14 @@ pub struct LogEvent {
     pub timestamp_ms: i64,
     pub ingestion_ms: i64,
     pub message: String,
+}
+
+/// Events to append to one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogAppend {
+    pub group: String,
+    pub stream: String,
+    pub events: Vec<LogEvent>,
 }
 
 /// A log stream's summary, as DescribeLogStreams reports it.
@@ -107,11 +121,16 @@ pub trait Store: Send + Sync + 'static {
     fn create_log_group(&self, group: &str, now_ms: i64) -> StoreResult<bool>;
     /// Creates the stream (and its group) if needed; `false` if it existed.
     fn create_log_stream(&self, group: &str, stream: &str, now_ms: i64) -> StoreResult<bool>;
-    /// Appends events to a stream, creating group and stream as needed.
-    fn append_log_events(&self, group: &str, stream: &str, events: &[LogEvent]) -> StoreResult<()>;
+    /// Appends events to streams, creating groups and streams as needed, in
+    /// one transaction (the log writer batches whatever has queued up).
+    fn append_log_events(&self, batches: &[LogAppend]) -> StoreResult<()>;
     fn list_log_groups(&self, prefix: Option<&str>) -> StoreResult<Vec<LogGroupInfo>>;
     /// `None` if the group does not exist.
-    fn list_log_streams(&self, group: &str, prefix: Option<&str>) -> StoreResult<Option<Vec<LogStreamInfo>>>;
+    fn list_log_streams(
+        &self,
+        group: &str,
+        prefix: Option<&str>,
+    ) -> StoreResult<Option<Vec<LogStreamInfo>>>;
     fn query_log_events(&self, query: &LogQuery) -> StoreResult<Vec<StoredLogEvent>>;
     fn delete_log_group(&self, group: &str) -> StoreResult<bool>;
 }
@@ -144,8 +163,16 @@ pub fn store_test_suite(store: &dyn Store) {
     assert!(store.list_functions().unwrap().is_empty());
     assert!(store.create_function(&spec("b")).unwrap());
     assert!(store.create_function(&spec("a")).unwrap());
-    assert!(!store.create_function(&spec("a")).unwrap(), "duplicate names are refused");
-    let names: Vec<_> = store.list_functions().unwrap().into_iter().map(|f| f.name).collect();
+    assert!(
+        !store.create_function(&spec("a")).unwrap(),
+        "duplicate names are refused"
+    );
+    let names: Vec<_> = store
+        .list_functions()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, ["a", "b"]);
     let mut a = store.get_function("a").unwrap().unwrap();
     assert_eq!(a, spec("a"));
@@ -161,17 +188,42 @@ pub fn store_test_suite(store: &dyn Store) {
     store.put_setting("k", "v2").unwrap();
     assert_eq!(store.get_setting("k").unwrap().as_deref(), Some("v2"));
 
-    let ev = |t: i64, m: &str| LogEvent { timestamp_ms: t, ingestion_ms: t, message: m.into() };
-    assert!(store.list_log_streams("/aws/lambda/x", None).unwrap().is_none());
-    store.append_log_events("/aws/lambda/x", "s1", &[ev(10, "START"), ev(11, "hello")]).unwrap();
-    store.append_log_events("/aws/lambda/x", "s2", &[ev(12, "other")]).unwrap();
+    let ev = |t: i64, m: &str| LogEvent {
+        timestamp_ms: t,
+        ingestion_ms: t,
+        message: m.into(),
+    };
+    assert!(
+        store
+            .list_log_streams("/aws/lambda/x", None)
+            .unwrap()
+            .is_none()
+    );
+    let append = |stream: &str, events: Vec<LogEvent>| LogAppend {
+        group: "/aws/lambda/x".into(),
+        stream: stream.into(),
+        events,
+    };
+    store
+        .append_log_events(&[append("s1", vec![ev(10, "START"), ev(11, "hello")])])
+        .unwrap();
+    store
+        .append_log_events(&[append("s2", vec![ev(12, "other")]), append("s3", vec![])])
+        .unwrap();
     assert!(!store.create_log_group("/aws/lambda/x", 0).unwrap());
-    let streams = store.list_log_streams("/aws/lambda/x", None).unwrap().unwrap();
-    assert_eq!(streams.len(), 2);
+    let streams = store
+        .list_log_streams("/aws/lambda/x", None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(streams.len(), 2, "a batch without events creates no stream");
     assert_eq!(streams[0].first_event_ms, Some(10));
     assert_eq!(streams[0].last_event_ms, Some(11));
     let all = store
-        .query_log_events(&LogQuery { group: "/aws/lambda/x".into(), limit: 100, ..Default::default() })
+        .query_log_events(&LogQuery {
+            group: "/aws/lambda/x".into(),
+            limit: 100,
+            ..Default::default()
+        })
         .unwrap();
     let msgs: Vec<_> = all.iter().map(|e| e.event.message.as_str()).collect();
     assert_eq!(msgs, ["START", "hello", "other"]);
@@ -200,4 +252,3 @@ pub fn store_test_suite(store: &dyn Store) {
     assert!(store.delete_log_group("/aws/lambda/x").unwrap());
     assert!(store.list_log_groups(None).unwrap().is_empty());
 }
-

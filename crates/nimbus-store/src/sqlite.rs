@@ -8,7 +8,8 @@ use nimbus_core::FunctionSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    LogEvent, LogGroupInfo, LogQuery, LogStreamInfo, Store, StoreError, StoreResult, StoredLogEvent,
+    LogAppend, LogEvent, LogGroupInfo, LogQuery, LogStreamInfo, Store, StoreError, StoreResult,
+    StoredLogEvent,
 };
 
 const SCHEMA: &str = "
@@ -75,7 +76,9 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -87,7 +90,10 @@ impl SqliteStore {
 }
 
 fn decode(name: &str, json: &str) -> StoreResult<FunctionSpec> {
-    serde_json::from_str(json).map_err(|source| StoreError::Corrupt { key: name.into(), source })
+    serde_json::from_str(json).map_err(|source| StoreError::Corrupt {
+        key: name.into(),
+        source,
+    })
 }
 
 fn encode(spec: &FunctionSpec) -> String {
@@ -131,7 +137,9 @@ impl Store for SqliteStore {
     fn get_function(&self, name: &str) -> StoreResult<Option<FunctionSpec>> {
         self.with(|c| {
             let json: Option<String> = c
-                .query_row("SELECT spec FROM functions WHERE name = ?1", [name], |r| r.get(0))
+                .query_row("SELECT spec FROM functions WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             json.map(|j| decode(name, &j)).transpose()
         })
@@ -140,7 +148,8 @@ impl Store for SqliteStore {
     fn list_functions(&self) -> StoreResult<Vec<FunctionSpec>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT name, spec FROM functions ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             rows.map(|row| {
                 let (name, json) = row?;
                 decode(&name, &json)
@@ -155,8 +164,12 @@ impl Store for SqliteStore {
 
     fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
         self.with(|c| {
-            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
         })
     }
 
@@ -184,33 +197,41 @@ impl Store for SqliteStore {
         self.with(|c| ensure_stream(c, group, stream, now_ms))
     }
 
-    fn append_log_events(&self, group: &str, stream: &str, events: &[LogEvent]) -> StoreResult<()> {
-        let Some(first) = events.first() else { return Ok(()) };
+    fn append_log_events(&self, batches: &[LogAppend]) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            ensure_stream(&tx, group, stream, first.ingestion_ms)?;
-            {
+            for b in batches {
+                let Some(first) = b.events.first() else {
+                    continue;
+                };
+                ensure_stream(&tx, &b.group, &b.stream, first.ingestion_ms)?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO log_events (group_name, stream_name, ts_ms, ingest_ms, message)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
-                for e in events {
-                    insert.execute(params![group, stream, e.timestamp_ms, e.ingestion_ms, e.message])?;
+                for e in &b.events {
+                    insert.execute(params![
+                        b.group,
+                        b.stream,
+                        e.timestamp_ms,
+                        e.ingestion_ms,
+                        e.message
+                    ])?;
                 }
+                let bytes: i64 = b.events.iter().map(|e| e.message.len() as i64 + 26).sum();
+                let min_ts = b.events.iter().map(|e| e.timestamp_ms).min();
+                let max_ts = b.events.iter().map(|e| e.timestamp_ms).max();
+                let max_ingest = b.events.iter().map(|e| e.ingestion_ms).max();
+                tx.execute(
+                    "UPDATE log_streams SET
+                        first_event_ms = MIN(COALESCE(first_event_ms, ?3), ?3),
+                        last_event_ms = MAX(COALESCE(last_event_ms, ?4), ?4),
+                        last_ingestion_ms = MAX(COALESCE(last_ingestion_ms, ?5), ?5),
+                        stored_bytes = stored_bytes + ?6
+                     WHERE group_name = ?1 AND name = ?2",
+                    params![b.group, b.stream, min_ts, max_ts, max_ingest, bytes],
+                )?;
             }
-            let bytes: i64 = events.iter().map(|e| e.message.len() as i64 + 26).sum();
-            let min_ts = events.iter().map(|e| e.timestamp_ms).min();
-            let max_ts = events.iter().map(|e| e.timestamp_ms).max();
-            let max_ingest = events.iter().map(|e| e.ingestion_ms).max();
-            tx.execute(
-                "UPDATE log_streams SET
-                    first_event_ms = MIN(COALESCE(first_event_ms, ?3), ?3),
-                    last_event_ms = MAX(COALESCE(last_event_ms, ?4), ?4),
-                    last_ingestion_ms = MAX(COALESCE(last_ingestion_ms, ?5), ?5),
-                    stored_bytes = stored_bytes + ?6
-                 WHERE group_name = ?1 AND name = ?2",
-                params![group, stream, min_ts, max_ts, max_ingest, bytes],
-            )?;
             tx.commit()?;
             Ok(())
         })
@@ -225,13 +246,21 @@ impl Store for SqliteStore {
                  GROUP BY g.name ORDER BY g.name",
             )?;
             let rows = stmt.query_map([prefix.unwrap_or("")], |r| {
-                Ok(LogGroupInfo { name: r.get(0)?, created_ms: r.get(1)?, stored_bytes: r.get(2)? })
+                Ok(LogGroupInfo {
+                    name: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    stored_bytes: r.get(2)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
-    fn list_log_streams(&self, group: &str, prefix: Option<&str>) -> StoreResult<Option<Vec<LogStreamInfo>>> {
+    fn list_log_streams(
+        &self,
+        group: &str,
+        prefix: Option<&str>,
+    ) -> StoreResult<Option<Vec<LogStreamInfo>>> {
         self.with(|c| {
             let exists: Option<i64> = c
                 .query_row("SELECT 1 FROM log_groups WHERE name = ?1", [group], |r| r.get(0))
@@ -326,7 +355,17 @@ mod tests {
     fn data_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        SqliteStore::open(&path).unwrap().put_setting("k", "v").unwrap();
-        assert_eq!(SqliteStore::open(&path).unwrap().get_setting("k").unwrap().as_deref(), Some("v"));
+        SqliteStore::open(&path)
+            .unwrap()
+            .put_setting("k", "v")
+            .unwrap();
+        assert_eq!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .get_setting("k")
+                .unwrap()
+                .as_deref(),
+            Some("v")
+        );
     }
 }

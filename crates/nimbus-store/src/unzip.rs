@@ -31,7 +31,9 @@ pub enum UnzipError {
     TooManyEntries(usize),
     #[error("The deployment package contains an entry that escapes the code directory: {0}")]
     Escapes(String),
-    #[error("The deployment package contains a symbolic link that points outside the code directory: {0}")]
+    #[error(
+        "The deployment package contains a symbolic link that points outside the code directory: {0}"
+    )]
     SymlinkEscapes(String),
     #[error("i/o while unpacking: {0}")]
     Io(#[from] std::io::Error),
@@ -74,10 +76,16 @@ fn unpack_into(zip: &[u8], dest: &Path, limits: UnzipLimits) -> Result<u64, Unzi
         }
         if mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
             let mut target = String::new();
-            entry.read_to_string(&mut target).map_err(|_| UnzipError::NotAZip)?;
+            entry
+                .read_to_string(&mut target)
+                .map_err(|_| UnzipError::NotAZip)?;
             let resolved = rel.parent().unwrap_or(Path::new("")).join(&target);
-            if Path::new(&target).is_absolute() || safe_relative(&resolved.to_string_lossy()).is_none() {
-                return Err(UnzipError::SymlinkEscapes(format!("{raw_name} -> {target}")));
+            if Path::new(&target).is_absolute()
+                || safe_relative(&resolved.to_string_lossy()).is_none()
+            {
+                return Err(UnzipError::SymlinkEscapes(format!(
+                    "{raw_name} -> {target}"
+                )));
             }
             std::os::unix::fs::symlink(&target, &path)?;
             continue;
@@ -86,7 +94,10 @@ fn unpack_into(zip: &[u8], dest: &Path, limits: UnzipLimits) -> Result<u64, Unzi
         if fs::symlink_metadata(&path).is_ok() {
             fs::remove_file(&path)?;
         }
-        let mut out = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         loop {
             let n = entry.read(&mut buf).map_err(|_| UnzipError::NotAZip)?;
             if n == 0 {
@@ -121,7 +132,11 @@ fn safe_relative(name: &str) -> Option<PathBuf> {
             Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    if name.contains('\0') || name.contains('\\') { None } else { Some(out) }
+    if name.contains('\0') || name.contains('\\') {
+        None
+    } else {
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +144,10 @@ mod tests {
     use super::*;
     use zip::write::SimpleFileOptions;
 
-    const LIMITS: UnzipLimits = UnzipLimits { max_unzipped: 1 << 20, max_entries: 100 };
+    const LIMITS: UnzipLimits = UnzipLimits {
+        max_unzipped: 1 << 20,
+        max_entries: 100,
+    };
 
     fn build(entries: &[(&str, &[u8], Option<u32>)], links: &[(&str, &str)]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -142,7 +160,8 @@ mod tests {
             w.write_all(data).unwrap();
         }
         for (name, target) in links {
-            w.add_symlink(*name, *target, SimpleFileOptions::default()).unwrap();
+            w.add_symlink(*name, *target, SimpleFileOptions::default())
+                .unwrap();
         }
         w.finish().unwrap().into_inner()
     }
@@ -156,14 +175,23 @@ mod tests {
     #[test]
     fn unpacks_files_dirs_modes_and_inner_links() {
         let zip = build(
-            &[("lambda_function.py", b"x = 1\n", None), ("bin/bootstrap", b"#!/bin/sh\n", Some(0o755))],
+            &[
+                ("lambda_function.py", b"x = 1\n", None),
+                ("bin/bootstrap", b"#!/bin/sh\n", Some(0o755)),
+            ],
             &[("lib/link", "../lambda_function.py")],
         );
         let (dir, r) = unpack(&zip);
         assert_eq!(r.unwrap(), 16);
         let code = dir.path().join("code");
-        assert_eq!(fs::read(code.join("lambda_function.py")).unwrap(), b"x = 1\n");
-        let mode = fs::metadata(code.join("bin/bootstrap")).unwrap().permissions().mode();
+        assert_eq!(
+            fs::read(code.join("lambda_function.py")).unwrap(),
+            b"x = 1\n"
+        );
+        let mode = fs::metadata(code.join("bin/bootstrap"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(fs::read(code.join("lib/link")).unwrap(), b"x = 1\n");
     }
@@ -173,7 +201,10 @@ mod tests {
         for name in ["../evil.py", "a/../../evil.py", "/etc/evil"] {
             let (dir, r) = unpack(&build(&[(name, b"x", None)], &[]));
             assert!(matches!(r, Err(UnzipError::Escapes(_))), "{name}: {r:?}");
-            assert!(!dir.path().join("code").exists(), "partial output is removed");
+            assert!(
+                !dir.path().join("code").exists(),
+                "partial output is removed"
+            );
             assert!(!dir.path().join("evil.py").exists());
         }
     }
@@ -182,7 +213,10 @@ mod tests {
     fn refuses_symlinks_out() {
         for target in ["/etc/passwd", "../../outside", "a/../../x"] {
             let (_dir, r) = unpack(&build(&[], &[("link", target)]));
-            assert!(matches!(r, Err(UnzipError::SymlinkEscapes(_))), "{target}: {r:?}");
+            assert!(
+                matches!(r, Err(UnzipError::SymlinkEscapes(_))),
+                "{target}: {r:?}"
+            );
         }
     }
 

@@ -1,0 +1,258 @@
+//! `nimbus serve`: opens the data directory, starts the engine and serves
+//! every API on one port until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nimbus_api::AppState;
+use nimbus_core::Identity;
+use nimbus_lambda::LambdaService;
+use nimbus_runtime::{Engine, EngineConfig, RootCredentials, RuntimeCatalog};
+use nimbus_store::{SqliteStore, Store};
+
+/// Flags of `nimbus serve`; each can also come from the environment.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is
+    /// printed when ready).
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:9070")]
+    listen: SocketAddr,
+    /// Where nimbus keeps its database, packages, code and credentials
+    /// [default: $XDG_DATA_HOME/nimbus or ~/.local/share/nimbus].
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Region in every ARN and in functions' AWS_REGION.
+    #[arg(long, env = "NIMBUS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Account id in every ARN.
+    #[arg(long, env = "NIMBUS_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    /// Map a runtime id to an interpreter, e.g. `python3.12=/usr/bin/python3.12`.
+    /// Repeatable; NIMBUS_RUNTIMES takes a comma-separated list.
+    #[arg(
+        long = "runtime",
+        value_name = "ID=PATH",
+        env = "NIMBUS_RUNTIMES",
+        value_delimiter = ','
+    )]
+    runtimes: Vec<String>,
+    /// Seconds an idle execution environment is kept warm before it is
+    /// stopped (the function scales to zero).
+    #[arg(long, env = "NIMBUS_KEEP_ALIVE", default_value_t = 300)]
+    keep_alive: u64,
+    /// Invocations that may run at once across all functions (the account
+    /// concurrency limit); more are throttled with 429.
+    #[arg(long, env = "NIMBUS_CONCURRENCY", default_value_t = 64)]
+    concurrency: u32,
+    /// URL functions use to call back into nimbus (AWS_ENDPOINT_URL)
+    /// [default: http://<listen address>, with 0.0.0.0 as 127.0.0.1].
+    #[arg(long, env = "NIMBUS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+}
+
+/// The root credentials file, in the AWS shared-credentials format so
+/// `AWS_SHARED_CREDENTIALS_FILE=<data-dir>/credentials` works too.
+fn load_or_create_credentials(data_dir: &Path) -> Result<(RootCredentials, bool)> {
+    let path = data_dir.join("credentials");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse_credentials(&text)
+            .map(|c| (c, false))
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    let from_env = (
+        std::env::var("NIMBUS_ACCESS_KEY_ID"),
+        std::env::var("NIMBUS_SECRET_ACCESS_KEY"),
+    );
+    let creds = match from_env {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => RootCredentials {
+            access_key_id: id,
+            secret_access_key: secret,
+        },
+        _ => RootCredentials {
+            access_key_id: random_key_id()?,
+            secret_access_key: random_secret()?,
+        },
+    };
+    let text = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        creds.access_key_id, creds.secret_access_key
+    );
+    write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    Ok((creds, true))
+}
+
+pub(crate) fn parse_credentials(text: &str) -> Result<RootCredentials> {
+    let value = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (value("aws_access_key_id"), value("aws_secret_access_key")) {
+        (Some(a), Some(s)) => Ok(RootCredentials {
+            access_key_id: a,
+            secret_access_key: s,
+        }),
+        _ => bail!("no aws_access_key_id / aws_secret_access_key in the credentials file"),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    Ok(b)
+}
+
+fn random_key_id() -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let b = random_bytes::<16>()?;
+    Ok(format!(
+        "AKIA{}",
+        b.iter()
+            .map(|x| ALPHABET[usize::from(*x) % 32] as char)
+            .collect::<String>()
+    ))
+}
+
+fn random_secret() -> Result<String> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::STANDARD.encode(random_bytes::<30>()?))
+}
+
+fn parse_runtime_overrides(raw: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    raw.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let (id, path) = s
+                .split_once('=')
+                .with_context(|| format!("--runtime {s}: expected ID=PATH"))?;
+            nimbus_core::RuntimeId::parse(id.trim())
+                .map_err(|e| anyhow::anyhow!("--runtime {s}: {e}"))?;
+            Ok((id.trim().to_string(), PathBuf::from(path.trim())))
+        })
+        .collect()
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)?;
+    let (credentials, created) = load_or_create_credentials(&data_dir)?;
+    if created {
+        println!(
+            "Root credentials (also in {}/credentials):",
+            data_dir.display()
+        );
+        println!("  AWS_ACCESS_KEY_ID={}", credentials.access_key_id);
+        println!("  AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
+    }
+    let overrides = parse_runtime_overrides(&args.runtimes)?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&data_dir.join("nimbus.db"))
+            .with_context(|| format!("opening {}/nimbus.db", data_dir.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let endpoint_url = args.endpoint_url.clone().unwrap_or_else(|| {
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            local.ip().to_string()
+        };
+        format!("http://{host}:{}", local.port())
+    });
+    let catalog = tokio::task::spawn_blocking(move || RuntimeCatalog::discover(&overrides)).await?;
+    tracing::info!(runtimes = %catalog.available().join(", "), "runtimes found on this host");
+    tracing::warn!(
+        "execution environments run as plain processes (no namespace isolation yet): run only code you trust"
+    );
+    let (log_tx, log_rx) = tokio::sync::mpsc::unbounded_channel();
+    let log_writer = nimbus_lambda::spawn_log_writer(store.clone(), log_rx)?;
+    let engine = Engine::start(
+        EngineConfig {
+            runtime_dir: data_dir.join("runtime"),
+            region: args.region.clone(),
+            endpoint_url: endpoint_url.clone(),
+            credentials,
+            keep_alive: Duration::from_secs(args.keep_alive.max(1)),
+            account_concurrency: args.concurrency.max(1),
+            catalog,
+        },
+        log_tx,
+    )?;
+    let identity = Identity {
+        region: args.region,
+        account_id: args.account_id,
+    };
+    let lambda = {
+        let (store, dir, engine) = (store.clone(), data_dir.clone(), engine.clone());
+        tokio::task::spawn_blocking(move || LambdaService::open(identity, store, &dir, engine))
+            .await??
+    };
+    let lambda = Arc::new(lambda);
+    let url_key = lambda.server_setting("code-url-key", || {
+        hex::encode(random_bytes::<32>().unwrap_or([7; 32]))
+    })?;
+    let app = nimbus_api::router(AppState {
+        lambda: lambda.clone(),
+        store,
+        url_key: url_key.into_bytes().into(),
+    });
+    println!(
+        "nimbus ready on http://{local} (data in {})",
+        data_dir.display()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: stopping execution environments");
+    engine.shutdown();
+    drop(lambda);
+    drop(engine);
+    // The log writer ends when the last sender (the engine's) is gone.
+    let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,663 @@
+//! Warm pools, concurrency and the life of one invocation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_core::{LambdaError, LambdaResult, RuntimeId};
+use nimbus_sandbox::SandboxSpec;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::catalog::RuntimeCatalog;
+use crate::env::{Death, Dispatch, Env, Reply};
+use crate::logs::{self, LogBatch, LogLine, now_ms};
+
+/// How long a runtime may take from start to its first
+/// `GET /invocation/next` (Lambda's init phase limit).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The credentials handed to functions until execution roles exist.
+#[derive(Debug, Clone)]
+pub struct RootCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// Settings of the engine, fixed at start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where the bootstraps are written.
+    pub runtime_dir: PathBuf,
+    pub region: String,
+    /// The URL functions reach nimbus at (`AWS_ENDPOINT_URL`).
+    pub endpoint_url: String,
+    pub credentials: RootCredentials,
+    /// How long an idle environment is kept warm.
+    pub keep_alive: Duration,
+    /// Invocations that may run at once, across all functions.
+    pub account_concurrency: u32,
+    pub catalog: RuntimeCatalog,
+}
+
+/// What the engine needs to know about a function to run it.
+#[derive(Debug, Clone)]
+pub struct FunctionHandle {
+    pub name: String,
+    pub arn: String,
+    pub runtime: RuntimeId,
+    pub handler: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub environment: Vec<(String, String)>,
+    /// The unpacked code (`LAMBDA_TASK_ROOT`).
+    pub code_dir: PathBuf,
+    /// Changes whenever code or configuration change; environments of an
+    /// older revision are not reused.
+    pub revision: String,
+}
+
+impl FunctionHandle {
+    fn log_group(&self) -> String {
+        format!("/aws/lambda/{}", self.name)
+    }
+}
+
+/// One invocation as the caller asked for it.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Decoded `X-Amz-Client-Context` (JSON text).
+    pub client_context: Option<String>,
+}
+
+/// Measurements of one invocation, as REPORT states them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InvocationMetrics {
+    pub duration_ms: f64,
+    pub billed_ms: u64,
+    pub memory_size_mb: u32,
+    pub max_memory_used_mb: u64,
+    /// Set on a cold start.
+    pub init_ms: Option<f64>,
+}
+
+/// The result of an invocation that ran (or tried to): the payload, and
+/// whether it is a function error.
+#[derive(Debug, Clone)]
+pub struct InvokeOutcome {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// `Some("Unhandled")` when the function failed.
+    pub function_error: Option<&'static str>,
+    /// The error type the runtime reported, e.g. `KeyError`, `Sandbox.Timedout`.
+    pub error_type: Option<String>,
+    /// The last 4 KB of this invocation's log.
+    pub log_tail: String,
+    pub metrics: InvocationMetrics,
+}
+
+struct Pool {
+    idle: Mutex<Vec<Arc<Env>>>,
+    retired: AtomicBool,
+}
+
+/// Runs invocations in warm or new execution environments.
+pub struct Engine {
+    config: EngineConfig,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    permits: Arc<Semaphore>,
+    log_sink: mpsc::UnboundedSender<LogBatch>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Outcome of waiting on a runtime.
+enum Waited {
+    Reply(Reply),
+    Timeout,
+    Died(Death),
+    InitTimeout,
+}
+
+impl Engine {
+    /// Writes the bootstraps and starts the idle-environment reaper.
+    pub fn start(
+        config: EngineConfig,
+        log_sink: mpsc::UnboundedSender<LogBatch>,
+    ) -> std::io::Result<Arc<Self>> {
+        write_bootstraps(&config.runtime_dir)?;
+        let engine = Arc::new(Self {
+            permits: Arc::new(Semaphore::new(config.account_concurrency as usize)),
+            config,
+            pools: Mutex::new(HashMap::new()),
+            log_sink,
+        });
+        let weak = Arc::downgrade(&engine);
+        let period = (engine.config.keep_alive / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(engine) = weak.upgrade() else { return };
+                engine.reap_idle();
+            }
+        });
+        Ok(engine)
+    }
+
+    /// The runtimes this host can run.
+    pub fn catalog(&self) -> &RuntimeCatalog {
+        &self.config.catalog
+    }
+
+    /// The account concurrency limit.
+    pub fn account_concurrency(&self) -> u32 {
+        self.config.account_concurrency
+    }
+
+    /// Environments currently warm and idle, for a function.
+    pub fn idle_environments(&self, function: &str) -> usize {
+        self.pool(function)
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn pool(&self, name: &str) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    idle: Mutex::new(Vec::new()),
+                    retired: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Stops reusing a function's environments (its code or configuration
+    /// changed, or it was deleted): idle ones are killed now, busy ones when
+    /// their invocation ends.
+    pub fn retire(&self, name: &str) {
+        let pool = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(pool) = pool {
+            pool.retired.store(true, Ordering::Relaxed);
+            for env in pool
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+            {
+                env.kill();
+            }
+        }
+    }
+
+    /// Kills every environment (server shutdown).
+    pub fn shutdown(&self) {
+        let names: Vec<String> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for n in names {
+            self.retire(&n);
+        }
+    }
+
+    fn reap_idle(&self) {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|env| {
+                let last = *env.last_used.lock().unwrap_or_else(|e| e.into_inner());
+                let keep = last.elapsed() < self.config.keep_alive && !env.is_dead();
+                if !keep {
+                    env.kill();
+                }
+                keep
+            });
+        }
+    }
+
+    /// Runs one invocation to its end. Errors are platform errors (throttling,
+    /// a runtime that cannot be started); function errors are outcomes.
+    pub async fn invoke(
+        &self,
+        f: &FunctionHandle,
+        req: InvokeRequest,
+    ) -> LambdaResult<InvokeOutcome> {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(LambdaError::TooManyRequests {
+                message: "Rate Exceeded.".into(),
+                reason: "ConcurrentInvocationLimitExceeded",
+                retry_after_s: 1,
+            });
+        };
+        let pool = self.pool(&f.name);
+        let warm = {
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            while let Some(env) = idle.pop() {
+                if crate::env::usable(&env, &f.revision) {
+                    found = Some(env);
+                    break;
+                }
+                env.kill();
+            }
+            found
+        };
+        let env = match warm {
+            Some(env) => env,
+            None => self.start_env(f).await?,
+        };
+        let outcome = self.run(f, &env, req).await;
+        *env.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        if !env.is_dead() && env.revision == f.revision && !pool.retired.load(Ordering::Relaxed) {
+            pool.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(env);
+        } else {
+            env.kill();
+        }
+        Ok(outcome)
+    }
+
+    async fn start_env(&self, f: &FunctionHandle) -> LambdaResult<Arc<Env>> {
+        let launch =
+            self.config
+                .catalog
+                .launch(&f.runtime, &self.config.runtime_dir, &f.code_dir)?;
+        let stream = format!(
+            "{}/[$LATEST]{}",
+            chrono::Utc::now().format("%Y/%m/%d"),
+            uuid::Uuid::new_v4().simple()
+        );
+        let spec = SandboxSpec {
+            program: launch.program,
+            args: launch.args,
+            env: self.environment(f, &stream),
+            cwd: f.code_dir.clone(),
+        };
+        Env::start(spec, stream, f.revision.clone())
+            .await
+            .map_err(LambdaError::internal)
+    }
+
+    fn environment(&self, f: &FunctionHandle, stream: &str) -> Vec<(String, String)> {
+        let c = &self.config;
+        let code = f.code_dir.display().to_string();
+        let mut path: Vec<String> = c
+            .catalog
+            .bin_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
+        let mut env: Vec<(String, String)> = f.environment.clone();
+        let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+        set("_HANDLER", f.handler.clone());
+        set("LAMBDA_TASK_ROOT", code.clone());
+        set("LAMBDA_RUNTIME_DIR", c.runtime_dir.display().to_string());
+        set("AWS_REGION", c.region.clone());
+        set("AWS_DEFAULT_REGION", c.region.clone());
+        if f.runtime.is_managed() {
+            set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", f.runtime));
+        }
+        set("AWS_LAMBDA_FUNCTION_NAME", f.name.clone());
+        set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory_mb.to_string());
+        set("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into());
+        set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
+        set("AWS_LAMBDA_LOG_GROUP_NAME", f.log_group());
+        set("AWS_LAMBDA_LOG_STREAM_NAME", stream.to_string());
+        set("AWS_ACCESS_KEY_ID", c.credentials.access_key_id.clone());
+        set(
+            "AWS_SECRET_ACCESS_KEY",
+            c.credentials.secret_access_key.clone(),
+        );
+        set("AWS_ENDPOINT_URL", c.endpoint_url.clone());
+        set("TZ", ":UTC".into());
+        set("LANG", "en_US.UTF-8".into());
+        set("PATH", path.join(":"));
+        set(
+            "LD_LIBRARY_PATH",
+            format!("{code}/lib:/usr/local/lib:/usr/lib:/lib"),
+        );
+        env
+    }
+
+    async fn run(&self, f: &FunctionHandle, env: &Env, req: InvokeRequest) -> InvokeOutcome {
+        let id = req.request_id.clone();
+        let mut lines: Vec<LogLine> = env.take_output();
+        let (delivered_tx, delivered_rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let dispatched = env.dispatch(Dispatch {
+            request_id: id.clone(),
+            payload: req.payload,
+            timeout_ms: u64::from(f.timeout_s) * 1000,
+            function_arn: f.arn.clone(),
+            trace_id: trace_id(),
+            client_context: req.client_context,
+            cognito_identity: None,
+            delivered: delivered_tx,
+            reply: reply_tx,
+        });
+        let queued = Instant::now();
+        let waited = if dispatched {
+            self.wait(f, env, delivered_rx, reply_rx).await
+        } else {
+            (None, Waited::InitTimeout)
+        };
+        let (started, waited) = waited;
+        let ended = Instant::now();
+        let duration = ended.duration_since(started.unwrap_or(queued));
+        let init = env.shared.ready_at.get().and_then(|ready| {
+            env.claim_init_report()
+                .then(|| ready.duration_since(env.started))
+        });
+        let init_failed = waited.is_init_failure(env);
+        lines.extend(env.take_output());
+        let mem_mb = peak_memory_mb(env.pid);
+
+        let timeout_text = format!("{:.2}", f64::from(f.timeout_s));
+        let (payload, error_type, status): (Bytes, Option<String>, Option<String>) = match waited {
+            Waited::Reply(Reply::Response(body)) => (body, None, None),
+            Waited::Reply(Reply::Error { error_type, body }) => (body, Some(error_type), None),
+            Waited::Reply(Reply::ResponseTooLarge) => {
+                let t = "Function.ResponseSizeTooLarge";
+                let body = serde_json::json!({
+                    "errorMessage": format!("Response payload size exceeded maximum allowed payload size ({} bytes).", nimbus_core::limits::SYNC_PAYLOAD_MAX),
+                    "errorType": t,
+                });
+                (
+                    body.to_string().into(),
+                    Some(t.into()),
+                    Some(format!("Status: error\tError Type: {t}")),
+                )
+            }
+            Waited::Timeout => {
+                env.kill();
+                let msg = format!("Task timed out after {timeout_text} seconds");
+                lines.push(LogLine {
+                    ts_ms: now_ms(),
+                    text: format!(
+                        "{} {id} {msg}",
+                        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    ),
+                });
+                let t = "Sandbox.Timedout";
+                let body = serde_json::json!({"errorType": t, "errorMessage": format!("RequestId: {id} Error: {msg}")});
+                (
+                    body.to_string().into(),
+                    Some(t.into()),
+                    Some("Status: timeout".into()),
+                )
+            }
+            Waited::InitTimeout => {
+                env.kill();
+                let t = "Runtime.Unknown";
+                let msg = format!(
+                    "RequestId: {id} Error: Runtime failed to start within {} seconds",
+                    INIT_TIMEOUT.as_secs()
+                );
+                lines.push(LogLine {
+                    ts_ms: now_ms(),
+                    text: msg.clone(),
+                });
+                let body = serde_json::json!({"errorType": t, "errorMessage": msg});
+                (
+                    body.to_string().into(),
+                    Some(t.into()),
+                    Some(format!("Status: error\tError Type: {t}")),
+                )
+            }
+            Waited::Died(death) => {
+                if let Some(init) = init_failed {
+                    lines.push(LogLine {
+                        ts_ms: now_ms(),
+                        text: format!(
+                            "INIT_REPORT Init Duration: {:.2} ms\tPhase: init\tStatus: error\tError Type: {}",
+                            ms(env.started.elapsed()),
+                            init.error_type
+                        ),
+                    });
+                    let t = init.error_type.clone();
+                    (
+                        init.body,
+                        Some(t.clone()),
+                        Some(format!("Status: error\tError Type: {t}")),
+                    )
+                } else {
+                    let (t, detail) = match &death {
+                        Death::SpawnFailed(m) => ("Runtime.InvalidEntrypoint", m.clone()),
+                        Death::Exited(reason)
+                            if crate::env::exited_by_kill(reason)
+                                && mem_mb >= u64::from(f.memory_mb) =>
+                        {
+                            (
+                                "Runtime.OutOfMemory",
+                                format!("Runtime exited with error: {reason}"),
+                            )
+                        }
+                        Death::Exited(reason) => (
+                            "Runtime.ExitError",
+                            format!("Runtime exited with error: {reason}"),
+                        ),
+                        Death::Killed => (
+                            "Runtime.ExitError",
+                            "Runtime exited with error: signal: killed".into(),
+                        ),
+                    };
+                    let msg = format!("RequestId: {id} Error: {detail}");
+                    lines.push(LogLine {
+                        ts_ms: now_ms(),
+                        text: msg.clone(),
+                    });
+                    lines.push(LogLine {
+                        ts_ms: now_ms(),
+                        text: t.into(),
+                    });
+                    let body = serde_json::json!({"errorType": t, "errorMessage": msg});
+                    (
+                        body.to_string().into(),
+                        Some(t.into()),
+                        Some(format!("Status: error\tError Type: {t}")),
+                    )
+                }
+            }
+        };
+
+        let init_ms = init.map(ms);
+        let duration_ms = ms(duration);
+        let billed_ms = (duration_ms + init_ms.unwrap_or(0.0)).ceil().max(1.0) as u64;
+        let metrics = InvocationMetrics {
+            duration_ms,
+            billed_ms,
+            memory_size_mb: f.memory_mb,
+            max_memory_used_mb: mem_mb,
+            init_ms,
+        };
+        // Output from before the runtime took the event (module import on a
+        // cold start) goes before START, as in CloudWatch.
+        let start_ms = now_ms() - ended.duration_since(started.unwrap_or(ended)).as_millis() as i64;
+        let split = if started.is_some() {
+            lines.partition_point(|l| l.ts_ms < start_ms)
+        } else {
+            0
+        };
+        let body = lines.split_off(split);
+        let log = frame_log(&id, lines, body, start_ms, &metrics, status.as_deref());
+        let log_tail = logs::tail(&log, nimbus_core::limits::LOG_TAIL_MAX);
+        let _ = self.log_sink.send(LogBatch {
+            group: f.log_group(),
+            stream: env.log_stream.clone(),
+            lines: log,
+        });
+        InvokeOutcome {
+            request_id: id,
+            payload,
+            function_error: error_type.as_ref().map(|_| "Unhandled"),
+            error_type,
+            log_tail,
+            metrics,
+        }
+    }
+
+    async fn wait(
+        &self,
+        f: &FunctionHandle,
+        env: &Env,
+        delivered: oneshot::Receiver<Instant>,
+        reply: oneshot::Receiver<Reply>,
+    ) -> (Option<Instant>, Waited) {
+        let mut death = env.death();
+        let snapshot = env.death();
+        let died = || snapshot.borrow().clone().unwrap_or(Death::Killed);
+        // Phase 1: the runtime picks the event up (bounded by init time on
+        // a cold start).
+        let start = tokio::select! {
+            r = delivered => match r {
+                Ok(t) => t,
+                Err(_) => return (None, Waited::Died(died())),
+            },
+            r = death.wait_for(Option::is_some) => {
+                let d = r.ok().and_then(|d| d.clone()).unwrap_or(Death::Killed);
+                return (None, Waited::Died(d));
+            }
+            () = tokio::time::sleep(INIT_TIMEOUT) => return (None, Waited::InitTimeout),
+        };
+        // Phase 2: it answers before the deadline, or dies trying.
+        let deadline = start + Duration::from_secs(u64::from(f.timeout_s));
+        let waited = tokio::select! {
+            r = reply => match r {
+                Ok(reply) => Waited::Reply(reply),
+                Err(_) => Waited::Died(died()),
+            },
+            r = death.wait_for(Option::is_some) => {
+                Waited::Died(r.ok().and_then(|d| d.clone()).unwrap_or(Death::Killed))
+            }
+            () = tokio::time::sleep_until(deadline.into()) => Waited::Timeout,
+        };
+        (Some(start), waited)
+    }
+}
+
+impl Waited {
+    fn is_init_failure(&self, env: &Env) -> Option<crate::env::InitError> {
+        match self {
+            Waited::Died(_) => env
+                .shared
+                .init_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            _ => None,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn peak_memory_mb(pid: u32) -> u64 {
+    let read = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    read().map_or(0, |kb| kb.div_ceil(1024))
+}
+
+/// Frames an invocation's output with START, END and REPORT.
+fn frame_log(
+    id: &str,
+    pre: Vec<LogLine>,
+    body: Vec<LogLine>,
+    start_ms: i64,
+    m: &InvocationMetrics,
+    status: Option<&str>,
+) -> Vec<LogLine> {
+    let mut out = pre;
+    out.reserve(body.len() + 3);
+    out.push(LogLine {
+        ts_ms: start_ms,
+        text: format!("START RequestId: {id} Version: $LATEST"),
+    });
+    out.extend(body);
+    let now = now_ms();
+    out.push(LogLine {
+        ts_ms: now,
+        text: format!("END RequestId: {id}"),
+    });
+    let mut report = format!(
+        "REPORT RequestId: {id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+        m.duration_ms, m.billed_ms, m.memory_size_mb, m.max_memory_used_mb
+    );
+    if let Some(init) = m.init_ms {
+        report += &format!("\tInit Duration: {init:.2} ms");
+    }
+    if let Some(s) = status {
+        report += "\t";
+        report += s;
+    }
+    out.push(LogLine {
+        ts_ms: now,
+        text: report,
+    });
+    out
+}
+
+/// An X-Ray style trace header: `Root=1-<epoch hex>-<96 random bits>`.
+fn trace_id() -> String {
+    let mut r = [0u8; 20];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        chrono::Utc::now().timestamp(),
+        hex::encode(&r[..12]),
+        hex::encode(&r[12..])
+    )
+}
+
+fn write_bootstraps(dir: &Path) -> std::io::Result<()> {
+    for (rel, text) in [
+        ("python/bootstrap.py", crate::PYTHON_BOOTSTRAP),
+        ("nodejs/bootstrap.js", crate::NODE_BOOTSTRAP),
+    ] {
+        let path = dir.join(rel);
+        if std::fs::read_to_string(&path).is_ok_and(|cur| cur == text) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
