@@ -14,7 +14,14 @@ use clap::{Parser, Subcommand};
 /// nimbus: your own AWS Lambda, in one binary that the real AWS CLI and SDKs
 /// talk to unchanged.
 #[derive(Debug, Parser)]
-#[command(name = "nimbus", version, about, long_about = None)]
+#[command(
+    name = "nimbus",
+    version,
+    after_help = "Quick start:\n  nimbus serve                                   # in one terminal\n  \
+                  nimbus function create hello --code ./hello --runtime python3.11 --handler lambda_function.lambda_handler\n  \
+                  nimbus invoke hello --payload '{\"key1\": \"value1\"}'\n  nimbus logs hello\n\n\
+                  The AWS CLI and SDKs work too: aws --endpoint-url http://127.0.0.1:9070 lambda list-functions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

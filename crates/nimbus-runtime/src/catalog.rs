@@ -186,8 +186,15 @@ impl RuntimeCatalog {
     }
 }
 
+/// Python 3.8 is the oldest our bootstrap supports (and older than any
+/// runtime Lambda still offers).
+const PYTHON_MIN_MINOR: u32 = 8;
+
 fn python_minor(name: &str) -> Option<u32> {
-    name.strip_prefix("python3.")?.parse().ok()
+    name.strip_prefix("python3.")?
+        .parse()
+        .ok()
+        .filter(|m| *m >= PYTHON_MIN_MINOR)
 }
 
 /// The canonical path of `p` if it is an ELF executable (not a script shim).

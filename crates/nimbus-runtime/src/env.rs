@@ -73,6 +73,9 @@ pub(crate) struct Env {
     death: watch::Receiver<Option<Death>>,
     /// Init Duration is reported once, on the invocation that started it.
     pub(crate) init_reported: AtomicBool,
+    /// Set the moment nimbus decides to kill it, before the process is gone,
+    /// so no invocation is handed to an environment on its way out.
+    doomed: AtomicBool,
     pub(crate) last_used: Mutex<Instant>,
 }
 
@@ -125,6 +128,7 @@ impl Env {
             inbox_tx,
             death: death_rx,
             init_reported: AtomicBool::new(false),
+            doomed: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),
         }))
     }
@@ -140,11 +144,12 @@ impl Env {
     }
 
     pub(crate) fn is_dead(&self) -> bool {
-        self.death.borrow().is_some()
+        self.doomed.load(Ordering::Relaxed) || self.death.borrow().is_some()
     }
 
     /// Kills the environment's processes; the watcher records the death.
     pub(crate) fn kill(&self) {
+        self.doomed.store(true, Ordering::Relaxed);
         self.shared.kill.notify_one();
     }
 

@@ -1,0 +1,176 @@
+//! A real `nimbus serve` process for tests, and helpers to build packages.
+#![allow(unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const HELLO_WORLD: &str = r#"import json
+
+print('Loading function')
+
+
+def lambda_handler(event, context):
+    #print("Received event: " + json.dumps(event, indent=2))
+    print("value1 = " + event['key1'])
+    print("value2 = " + event['key2'])
+    print("value3 = " + event['key3'])
+    return event['key1']  # Echo back the first key value
+    #raise Exception('Something went wrong')
+"#;
+
+const KEY: &str = "AKIDNIMBUSTEST";
+const SECRET: &str = "nimbus-test-secret";
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    data: tempfile::TempDir,
+}
+
+/// The Python runtime tests use: the host's `python3` version.
+pub fn python_runtime() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(f'python3.{sys.version_info[1]}')"])
+        .output()
+        .expect("python3 is installed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn spawn(data: &std::path::Path, listen: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nimbus"))
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .env("NIMBUS_ACCESS_KEY_ID", KEY)
+        .env("NIMBUS_SECRET_ACCESS_KEY", SECRET)
+        .env("NIMBUS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn nimbus");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("nimbus exited before it was ready")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("nimbus ready on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let (child, url) = spawn(data.path(), "127.0.0.1:0");
+        Self {
+            child: Some(child),
+            url,
+            data,
+        }
+    }
+
+    /// Stops the server with SIGTERM and starts it again on the same data
+    /// directory and port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = spawn(self.data.path(), &addr);
+        self.child = Some(child);
+        self.url = url;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                KEY, SECRET, None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub fn lambda(&self) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&block_on(self.config()))
+    }
+
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&block_on(self.config()))
+    }
+
+    /// Runs the nimbus CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nimbus"))
+            .args(args)
+            .env("NIMBUS_URL", &self.url)
+            .env("NIMBUS_DATA_DIR", self.data.path())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .expect("run nimbus cli")
+    }
+}
+
+/// The SDK config loader is async but does no I/O when everything is given,
+/// so tests build clients from sync helpers.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A zip of (name, contents, unix mode) entries.
+pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in entries {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(*mode),
+        )
+        .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+pub fn hello_world_zip() -> Vec<u8> {
+    zip_of(&[("lambda_function.py", HELLO_WORLD.as_bytes(), 0o644)])
+}
+
+/// The AWS error code of a failed SDK call.
+pub fn service_code<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => se.code().unwrap_or("<none>").to_string(),
+        None => format!("<not a service error: {e:?}>"),
+    }
+}

@@ -1,0 +1,493 @@
+//! End-to-end tests of the `nimbus` binary driven by the official AWS SDK
+//! for Rust (`aws-sdk-lambda`, `aws-sdk-cloudwatchlogs`) and by nimbus's own
+//! CLI: a real server process on a free port with a fresh data directory.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{FunctionCode, LogType, Runtime, State};
+use base64::Engine as _;
+use support::{Server, hello_world_zip, service_code, zip_of};
+
+const ROLE: &str = "arn:aws:iam::000000000000:role/lambda-role";
+
+async fn create_hello(server: &Server, name: &str) {
+    server
+        .lambda()
+        .create_function()
+        .function_name(name)
+        .runtime(Runtime::from(support::python_runtime().as_str()))
+        .role(ROLE)
+        .handler("lambda_function.lambda_handler")
+        .code(
+            FunctionCode::builder()
+                .zip_file(Blob::new(hello_world_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create_function");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_course_flow_hello_world_succeeds_then_fails_like_lambda() {
+    let server = Server::start().await;
+    let lambda = server.lambda();
+    let created = lambda
+        .create_function()
+        .function_name("demo-function")
+        .runtime(Runtime::from(support::python_runtime().as_str()))
+        .role(ROLE)
+        .handler("lambda_function.lambda_handler")
+        .code(
+            FunctionCode::builder()
+                .zip_file(Blob::new(hello_world_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.function_arn(),
+        Some("arn:aws:lambda:us-east-1:000000000000:function:demo-function")
+    );
+    assert_eq!(created.state(), Some(&State::Active));
+    assert_eq!(created.memory_size(), Some(128));
+    assert_eq!(created.timeout(), Some(3));
+
+    let ok = lambda
+        .invoke()
+        .function_name("demo-function")
+        .payload(Blob::new(
+            r#"{"key1": "value1", "key2": "value2", "key3": "value3"}"#,
+        ))
+        .log_type(LogType::Tail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status_code(), 200);
+    assert_eq!(ok.function_error(), None);
+    assert_eq!(ok.payload().unwrap().as_ref(), br#""value1""#);
+    assert_eq!(ok.executed_version(), Some("$LATEST"));
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ok.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("START RequestId: "))
+        .expect("START line");
+    assert!(
+        lines[..start].contains(&"Loading function"),
+        "module import output precedes START: {log}"
+    );
+    assert!(lines[start].ends_with("Version: $LATEST"));
+    assert_eq!(
+        &lines[start + 1..start + 4],
+        ["value1 = value1", "value2 = value2", "value3 = value3"]
+    );
+    assert!(lines[start + 4].starts_with("END RequestId: "));
+    let report = lines[start + 5];
+    for field in [
+        "Duration: ",
+        "Billed Duration: ",
+        "Memory Size: 128 MB",
+        "Max Memory Used: ",
+        "Init Duration: ",
+    ] {
+        assert!(report.contains(field), "REPORT lacks {field}: {report}");
+    }
+    let used: u64 = report
+        .split("Max Memory Used: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used > 1, "memory is measured: {report}");
+
+    let failed = lambda
+        .invoke()
+        .function_name("demo-function")
+        .payload(Blob::new(r#"{"key2": "value2", "key3": "value3"}"#))
+        .log_type(LogType::Tail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.status_code(),
+        200,
+        "a function error keeps status 200"
+    );
+    assert_eq!(failed.function_error(), Some("Unhandled"));
+    let body: serde_json::Value =
+        serde_json::from_slice(failed.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(body["errorMessage"], "'key1'");
+    assert_eq!(body["errorType"], "KeyError");
+    assert_eq!(body["requestId"].as_str().map(str::len), Some(36));
+    let trace = body["stackTrace"].as_array().unwrap();
+    assert_eq!(trace.len(), 1, "only the handler's frame: {trace:?}");
+    let frame = trace[0].as_str().unwrap();
+    assert!(
+        frame.contains("lambda_function.py\", line 8, in lambda_handler"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains(r#"print("value1 = " + event['key1'])"#),
+        "{frame}"
+    );
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(failed.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(log.contains("[ERROR] KeyError: 'key1'"), "{log}");
+    assert!(
+        !log.contains("Init Duration"),
+        "a warm invoke reports no Init Duration: {log}"
+    );
+    assert!(
+        !log.contains("Loading function"),
+        "the module is imported once per environment: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_plane_round_trips_and_errors_carry_aws_codes() {
+    let server = Server::start().await;
+    let lambda = server.lambda();
+    create_hello(&server, "alpha").await;
+    create_hello(&server, "beta").await;
+
+    let dup = lambda
+        .create_function()
+        .function_name("alpha")
+        .runtime(Runtime::from(support::python_runtime().as_str()))
+        .role(ROLE)
+        .handler("lambda_function.lambda_handler")
+        .code(
+            FunctionCode::builder()
+                .zip_file(Blob::new(hello_world_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&dup), "ResourceConflictException");
+
+    let page1 = lambda.list_functions().max_items(1).send().await.unwrap();
+    assert_eq!(page1.functions().len(), 1);
+    assert_eq!(page1.functions()[0].function_name(), Some("alpha"));
+    let page2 = lambda
+        .list_functions()
+        .max_items(1)
+        .marker(page1.next_marker().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page2.functions()[0].function_name(), Some("beta"));
+    assert!(page2.next_marker().is_none());
+
+    let updated = lambda
+        .update_function_configuration()
+        .function_name("arn:aws:lambda:us-east-1:000000000000:function:alpha")
+        .memory_size(512)
+        .timeout(10)
+        .description("changed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.memory_size(), Some(512));
+    let got = lambda
+        .get_function_configuration()
+        .function_name("000000000000:function:alpha")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.timeout(), Some(10));
+    assert_eq!(got.description(), Some("changed"));
+    assert_eq!(got.revision_id(), updated.revision_id());
+
+    let stale = lambda
+        .update_function_configuration()
+        .function_name("alpha")
+        .memory_size(256)
+        .revision_id("not-the-current-revision")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&stale), "PreconditionFailedException");
+
+    let too_big = lambda
+        .update_function_configuration()
+        .function_name("alpha")
+        .memory_size(10_241)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&too_big), "ValidationException");
+    let bad_runtime = lambda
+        .update_function_configuration()
+        .function_name("alpha")
+        .runtime(Runtime::from("python3.99"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&bad_runtime), "InvalidParameterValueException");
+
+    let traversal = lambda
+        .update_function_code()
+        .function_name("alpha")
+        .zip_file(Blob::new(zip_of(&[("../escape.py", b"x = 1\n", 0o644)])))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&traversal), "InvalidParameterValueException");
+
+    let settings = lambda.get_account_settings().send().await.unwrap();
+    assert_eq!(settings.account_usage().unwrap().function_count(), 2);
+    assert_eq!(
+        settings.account_limit().unwrap().code_size_zipped(),
+        52_428_800
+    );
+
+    lambda
+        .delete_function()
+        .function_name("alpha")
+        .send()
+        .await
+        .unwrap();
+    let gone = lambda
+        .get_function()
+        .function_name("alpha")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&gone), "ResourceNotFoundException");
+    let gone = lambda
+        .invoke()
+        .function_name("alpha")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&gone), "ResourceNotFoundException");
+
+    let big = vec![b' '; 6 * 1024 * 1024 + 1];
+    let too_large = lambda
+        .invoke()
+        .function_name("beta")
+        .payload(Blob::new(big))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&too_large), "RequestTooLargeException");
+    let not_json = lambda
+        .invoke()
+        .function_name("beta")
+        .payload(Blob::new("{not json"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&not_json), "InvalidRequestContentException");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
+    let server = Server::start().await;
+    let lambda = server.lambda();
+    let code = zip_of(&[(
+        "app.py",
+        b"import time, os\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return os.getpid()\n",
+        0o644,
+    )]);
+    lambda
+        .create_function()
+        .function_name("sleepy")
+        .runtime(Runtime::from(support::python_runtime().as_str()))
+        .role(ROLE)
+        .handler("app.handler")
+        .timeout(1)
+        .code(FunctionCode::builder().zip_file(Blob::new(code)).build())
+        .send()
+        .await
+        .unwrap();
+    let invoke = |payload: &'static str| {
+        lambda
+            .invoke()
+            .function_name("sleepy")
+            .payload(Blob::new(payload))
+            .log_type(LogType::Tail)
+            .send()
+    };
+    let first = invoke("{}").await.unwrap();
+    let pid1: u32 = serde_json::from_slice(first.payload().unwrap().as_ref()).unwrap();
+    let warm = invoke("{}").await.unwrap();
+    let pid_warm: u32 = serde_json::from_slice(warm.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(pid1, pid_warm, "a warm environment is reused");
+
+    let started = std::time::Instant::now();
+    let timed_out = invoke(r#"{"sleep": 5}"#).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout is enforced"
+    );
+    assert_eq!(timed_out.function_error(), Some("Unhandled"));
+    let body: serde_json::Value =
+        serde_json::from_slice(timed_out.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(body["errorType"], "Sandbox.Timedout");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Task timed out after 1.00 seconds"),
+        "{body}"
+    );
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(timed_out.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(log.contains("Task timed out after 1.00 seconds"), "{log}");
+    assert!(log.contains("Status: timeout"), "{log}");
+
+    let after = invoke("{}").await.unwrap();
+    assert_eq!(after.function_error(), None);
+    let pid2: u32 = serde_json::from_slice(after.payload().unwrap().as_ref()).unwrap();
+    assert_ne!(pid1, pid2, "the timed-out environment was destroyed");
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(after.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        log.contains("Init Duration"),
+        "a fresh environment reports its init: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_and_their_logs_survive_a_restart() {
+    let mut server = Server::start().await;
+    create_hello(&server, "keeper").await;
+    let r = server
+        .lambda()
+        .invoke()
+        .function_name("keeper")
+        .payload(Blob::new(r#"{"key1":"a","key2":"b","key3":"c"}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.payload().unwrap().as_ref(), br#""a""#);
+    server.restart().await;
+    let r = server
+        .lambda()
+        .invoke()
+        .function_name("keeper")
+        .payload(Blob::new(r#"{"key1":"b","key2":"b","key3":"c"}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.payload().unwrap().as_ref(), br#""b""#);
+    let logs = server.logs();
+    let mut found = Vec::new();
+    for _ in 0..50 {
+        let out = logs
+            .filter_log_events()
+            .log_group_name("/aws/lambda/keeper")
+            .send()
+            .await
+            .unwrap();
+        found = out
+            .events()
+            .iter()
+            .filter_map(|e| e.message().map(str::to_string))
+            .collect();
+        if found.iter().filter(|m| m.starts_with("REPORT")).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        found.iter().filter(|m| m.starts_with("REPORT")).count(),
+        2,
+        "both invocations' logs are kept across the restart: {found:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nimbus_cli_creates_invokes_and_reads_logs() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lambda_function.py"), support::HELLO_WORLD).unwrap();
+    let run = |args: &[&str]| server.cli(args);
+    let out = run(&[
+        "function",
+        "create",
+        "cli-fn",
+        "--code",
+        dir.path().to_str().unwrap(),
+        "--runtime",
+        &support::python_runtime(),
+        "--handler",
+        "lambda_function.lambda_handler",
+        "--env",
+        "STAGE=test",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&[
+        "invoke",
+        "cli-fn",
+        "--payload",
+        r#"{"key1":"v1","key2":"v2","key3":"v3"}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""v1""#);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("REPORT RequestId"),
+        "log tail on stderr"
+    );
+    let out = run(&["invoke", "cli-fn", "--payload", "{}"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a function error exits 1: {out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("KeyError"));
+    let out = run(&["function", "get", "cli-fn"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Environment    STAGE=test"),
+        "{out:?}"
+    );
+    let out = run(&["function", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-fn"));
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = String::from_utf8_lossy(&run(&["logs", "cli-fn"]).stdout).into_owned();
+        if logs.matches("REPORT RequestId").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        logs.contains("value1 = v1") && logs.contains("[ERROR] KeyError"),
+        "{logs}"
+    );
+    let out = run(&["function", "delete", "cli-fn"]);
+    assert!(out.status.success());
+    let out = run(&["invoke", "cli-fn"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ResourceNotFoundException"),
+        "{out:?}"
+    );
+}
