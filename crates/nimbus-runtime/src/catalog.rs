@@ -170,10 +170,14 @@ impl RuntimeCatalog {
         code_dir: &Path,
     ) -> LambdaResult<Launch> {
         Ok(match (id, self.interpreter(id)?) {
-            (RuntimeId::Python { .. }, Some(py)) => Launch {
-                program: py.to_path_buf(),
-                args: vec!["-u".into(), runtime_dir.join("python/bootstrap.py").into()],
-            },
+            (RuntimeId::Python { .. }, Some(py)) => {
+                // CPython never caches the compiled main script; running the
+                // bootstrap precompiled (see `precompile_python`) saves a few
+                // milliseconds of every cold start.
+                let pyc = runtime_dir.join(format!("python/{}", pyc_name(py)));
+                let script = if pyc.is_file() { pyc } else { runtime_dir.join("python/bootstrap.py") };
+                Launch { program: py.to_path_buf(), args: vec!["-u".into(), script.into()] }
+            }
             (RuntimeId::Node { .. }, Some(node)) => Launch {
                 program: node.to_path_buf(),
                 args: vec![runtime_dir.join("nodejs/bootstrap.js").into()],
@@ -189,6 +193,44 @@ impl RuntimeCatalog {
 /// Python 3.8 is the oldest our bootstrap supports (and older than any
 /// runtime Lambda still offers).
 const PYTHON_MIN_MINOR: u32 = 8;
+
+/// The file name of the bootstrap compiled for one interpreter: the
+/// interpreter's canonical path is hashed in, since bytecode is specific to
+/// a Python version.
+fn pyc_name(python: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    python.hash(&mut h);
+    format!("bootstrap-{:016x}.pyc", h.finish())
+}
+
+impl RuntimeCatalog {
+    /// Compiles the Python bootstrap once for each interpreter found, into
+    /// `<runtime_dir>/python/`. Environments started before it finishes
+    /// run the source instead.
+    pub(crate) fn precompile_python(&self, runtime_dir: &Path) {
+        let src = runtime_dir.join("python/bootstrap.py");
+        for py in self.python.values().chain(self.explicit.values()) {
+            let dst = runtime_dir.join(format!("python/{}", pyc_name(py)));
+            let tmp = dst.with_extension("tmp");
+            let code = "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)";
+            let ok = std::process::Command::new(py)
+                .args(["-c", code])
+                .arg(&src)
+                .arg(&tmp)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                let _ = std::fs::rename(&tmp, &dst);
+            } else {
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&dst);
+            }
+        }
+    }
+}
 
 fn python_minor(name: &str) -> Option<u32> {
     name.strip_prefix("python3.")?

@@ -134,6 +134,12 @@ impl Engine {
         log_sink: mpsc::UnboundedSender<LogBatch>,
     ) -> std::io::Result<Arc<Self>> {
         write_bootstraps(&config.runtime_dir)?;
+        {
+            let (catalog, dir) = (config.catalog.clone(), config.runtime_dir.clone());
+            std::thread::Builder::new()
+                .name("nimbus-pyc".into())
+                .spawn(move || catalog.precompile_python(&dir))?;
+        }
         let engine = Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.account_concurrency as usize)),
             config,
@@ -658,6 +664,12 @@ fn write_bootstraps(dir: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &path)?;
+        // Bytecode of an older bootstrap must not outlive it.
+        for entry in std::fs::read_dir(dir.join("python"))?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pyc") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
     }
     Ok(())
 }
