@@ -491,3 +491,100 @@ async fn the_nimbus_cli_creates_invokes_and_reads_logs() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_concurrency_limit_throttles_and_idle_environments_scale_to_zero() {
+    let server = Server::start_with(&["--concurrency", "1", "--keep-alive", "1"]).await;
+    let lambda = server.lambda();
+    let code = zip_of(&[(
+        "app.py",
+        b"import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return 'done'\n",
+        0o644,
+    )]);
+    lambda
+        .create_function()
+        .function_name("single")
+        .timeout(10)
+        .runtime(Runtime::from(support::python_runtime().as_str()))
+        .role(ROLE)
+        .handler("app.handler")
+        .code(FunctionCode::builder().zip_file(Blob::new(code)).build())
+        .send()
+        .await
+        .unwrap();
+    let slow = {
+        let lambda = lambda.clone();
+        tokio::spawn(async move {
+            lambda
+                .invoke()
+                .function_name("single")
+                .payload(Blob::new(r#"{"sleep": 3}"#))
+                .send()
+                .await
+        })
+    };
+    // Until the slow invocation holds the only slot, quick ones may still
+    // get through; once it does, the next is throttled.
+    let mut throttled = None;
+    for _ in 0..25 {
+        match lambda.invoke().function_name("single").send().await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                throttled = Some(e);
+                break;
+            }
+        }
+    }
+    let throttled = throttled.expect("an invocation beyond the limit is throttled");
+    assert_eq!(service_code(&throttled), "TooManyRequestsException");
+    match throttled.as_service_error() {
+        Some(aws_sdk_lambda::operation::invoke::InvokeError::TooManyRequestsException(t)) => {
+            assert_eq!(
+                t.reason().map(|r| r.as_str()),
+                Some("ConcurrentInvocationLimitExceeded")
+            );
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    let finished = slow.await.unwrap().unwrap();
+    assert_eq!(
+        finished.payload().unwrap().as_ref(),
+        br#""done""#,
+        "the running invocation is unaffected"
+    );
+
+    // Warm now; after the keep-alive (1 s) the environment is reaped and the
+    // next invoke is a cold start again.
+    let warm = lambda
+        .invoke()
+        .function_name("single")
+        .log_type(LogType::Tail)
+        .send()
+        .await
+        .unwrap();
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(warm.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!log.contains("Init Duration"), "reused while warm: {log}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let cold = lambda
+        .invoke()
+        .function_name("single")
+        .log_type(LogType::Tail)
+        .send()
+        .await
+        .unwrap();
+    let log = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(cold.log_result().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        log.contains("Init Duration"),
+        "idle environment was stopped: {log}"
+    );
+}

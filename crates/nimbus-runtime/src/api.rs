@@ -160,7 +160,14 @@ async fn next(shared: &Shared) -> Resp {
     let deadline_ms = chrono::Utc::now().timestamp_millis() as u64 + d.timeout_ms;
     *shared.current.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((d.request_id.clone(), d.reply));
-    let _ = d.delivered.send(now);
+    // The runtime wrote everything it printed so far before this request,
+    // so the pipe holds it now.
+    let before = shared
+        .capture
+        .get()
+        .map(crate::logs::Capture::take)
+        .unwrap_or_default();
+    let _ = d.delivered.send((now, before));
     let mut r = json(StatusCode::OK, d.payload);
     let h = r.headers_mut();
     let mut set = |name: &'static str, value: &str| {

@@ -175,8 +175,15 @@ impl RuntimeCatalog {
                 // bootstrap precompiled (see `precompile_python`) saves a few
                 // milliseconds of every cold start.
                 let pyc = runtime_dir.join(format!("python/{}", pyc_name(py)));
-                let script = if pyc.is_file() { pyc } else { runtime_dir.join("python/bootstrap.py") };
-                Launch { program: py.to_path_buf(), args: vec!["-u".into(), script.into()] }
+                let script = if pyc.is_file() {
+                    pyc
+                } else {
+                    runtime_dir.join("python/bootstrap.py")
+                };
+                Launch {
+                    program: py.to_path_buf(),
+                    args: vec!["-u".into(), script.into()],
+                }
             }
             (RuntimeId::Node { .. }, Some(node)) => Launch {
                 program: node.to_path_buf(),

@@ -357,6 +357,7 @@ impl Engine {
 
     async fn run(&self, f: &FunctionHandle, env: &Env, req: InvokeRequest) -> InvokeOutcome {
         let id = req.request_id.clone();
+        // Leftovers from between invocations (background threads) come first.
         let mut lines: Vec<LogLine> = env.take_output();
         let (delivered_tx, delivered_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -377,7 +378,14 @@ impl Engine {
         } else {
             (None, Waited::InitTimeout)
         };
-        let (started, waited) = waited;
+        let (delivery, waited) = waited;
+        // Output the runtime wrote before it took the event (module import
+        // on a cold start) goes before START, as in CloudWatch.
+        let (started, mut pre) = match delivery {
+            Some((at, before)) => (Some(at), before),
+            None => (None, Vec::new()),
+        };
+        lines.append(&mut pre);
         let ended = Instant::now();
         let duration = ended.duration_since(started.unwrap_or(queued));
         let init = env.shared.ready_at.get().and_then(|ready| {
@@ -385,7 +393,7 @@ impl Engine {
                 .then(|| ready.duration_since(env.started))
         });
         let init_failed = waited.is_init_failure(env);
-        lines.extend(env.take_output());
+        let mut body = env.take_output();
         let mem_mb = peak_memory_mb(env.pid);
 
         let timeout_text = format!("{:.2}", f64::from(f.timeout_s));
@@ -407,7 +415,7 @@ impl Engine {
             Waited::Timeout => {
                 env.kill();
                 let msg = format!("Task timed out after {timeout_text} seconds");
-                lines.push(LogLine {
+                body.push(LogLine {
                     ts_ms: now_ms(),
                     text: format!(
                         "{} {id} {msg}",
@@ -429,7 +437,7 @@ impl Engine {
                     "RequestId: {id} Error: Runtime failed to start within {} seconds",
                     INIT_TIMEOUT.as_secs()
                 );
-                lines.push(LogLine {
+                body.push(LogLine {
                     ts_ms: now_ms(),
                     text: msg.clone(),
                 });
@@ -442,6 +450,7 @@ impl Engine {
             }
             Waited::Died(death) => {
                 if let Some(init) = init_failed {
+                    lines.append(&mut body);
                     lines.push(LogLine {
                         ts_ms: now_ms(),
                         text: format!(
@@ -478,11 +487,11 @@ impl Engine {
                         ),
                     };
                     let msg = format!("RequestId: {id} Error: {detail}");
-                    lines.push(LogLine {
+                    body.push(LogLine {
                         ts_ms: now_ms(),
                         text: msg.clone(),
                     });
-                    lines.push(LogLine {
+                    body.push(LogLine {
                         ts_ms: now_ms(),
                         text: t.into(),
                     });
@@ -506,15 +515,7 @@ impl Engine {
             max_memory_used_mb: mem_mb,
             init_ms,
         };
-        // Output from before the runtime took the event (module import on a
-        // cold start) goes before START, as in CloudWatch.
         let start_ms = now_ms() - ended.duration_since(started.unwrap_or(ended)).as_millis() as i64;
-        let split = if started.is_some() {
-            lines.partition_point(|l| l.ts_ms < start_ms)
-        } else {
-            0
-        };
-        let body = lines.split_off(split);
         let log = frame_log(&id, lines, body, start_ms, &metrics, status.as_deref());
         let log_tail = logs::tail(&log, nimbus_core::limits::LOG_TAIL_MAX);
         let _ = self.log_sink.send(LogBatch {
@@ -536,9 +537,9 @@ impl Engine {
         &self,
         f: &FunctionHandle,
         env: &Env,
-        delivered: oneshot::Receiver<Instant>,
+        delivered: oneshot::Receiver<(Instant, Vec<LogLine>)>,
         reply: oneshot::Receiver<Reply>,
-    ) -> (Option<Instant>, Waited) {
+    ) -> (Option<(Instant, Vec<LogLine>)>, Waited) {
         let mut death = env.death();
         let snapshot = env.death();
         let died = || snapshot.borrow().clone().unwrap_or(Death::Killed);
@@ -556,7 +557,7 @@ impl Engine {
             () = tokio::time::sleep(INIT_TIMEOUT) => return (None, Waited::InitTimeout),
         };
         // Phase 2: it answers before the deadline, or dies trying.
-        let deadline = start + Duration::from_secs(u64::from(f.timeout_s));
+        let deadline = start.0 + Duration::from_secs(u64::from(f.timeout_s));
         let waited = tokio::select! {
             r = reply => match r {
                 Ok(reply) => Waited::Reply(reply),

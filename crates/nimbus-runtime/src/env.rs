@@ -20,8 +20,10 @@ pub(crate) struct Dispatch {
     pub(crate) trace_id: String,
     pub(crate) client_context: Option<String>,
     pub(crate) cognito_identity: Option<String>,
-    /// Told when the runtime has received the event, with the deadline.
-    pub(crate) delivered: oneshot::Sender<Instant>,
+    /// Told when the runtime has received the event, with the output it
+    /// wrote before asking for it (module import on a cold start), which
+    /// belongs before START.
+    pub(crate) delivered: oneshot::Sender<(Instant, Vec<crate::logs::LogLine>)>,
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 

@@ -26,6 +26,7 @@ pub struct Server {
     child: Option<Child>,
     pub url: String,
     data: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 /// The Python runtime tests use: the host's `python3` version.
@@ -37,10 +38,11 @@ pub fn python_runtime() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn spawn(data: &std::path::Path, listen: &str) -> (Child, String) {
+fn spawn(data: &std::path::Path, listen: &str, extra: &[String]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nimbus"))
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data)
+        .args(extra)
         .env("NIMBUS_ACCESS_KEY_ID", KEY)
         .env("NIMBUS_SECRET_ACCESS_KEY", SECRET)
         .env("NIMBUS_LOG", "warn")
@@ -66,12 +68,19 @@ fn spawn(data: &std::path::Path, listen: &str) -> (Child, String) {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `nimbus serve` flags.
+    pub async fn start_with(flags: &[&str]) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let (child, url) = spawn(data.path(), "127.0.0.1:0");
+        let extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(data.path(), "127.0.0.1:0", &extra);
         Self {
             child: Some(child),
             url,
             data,
+            extra,
         }
     }
 
@@ -80,7 +89,7 @@ impl Server {
     pub async fn restart(&mut self) {
         self.stop();
         let addr = self.url.trim_start_matches("http://").to_string();
-        let (child, url) = spawn(self.data.path(), &addr);
+        let (child, url) = spawn(self.data.path(), &addr, &self.extra);
         self.child = Some(child);
         self.url = url;
     }

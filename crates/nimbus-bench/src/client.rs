@@ -1,0 +1,120 @@
+//! A minimal HTTP/1.1 client on hyper's connection API: one TCP connection,
+//! kept alive, requests sent one after another. Used both by the load
+//! generator (one `Conn` per simulated client) and for the control-plane
+//! calls (create a function, change its configuration, a cold invoke).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// No single request of the benchmark may take longer than this.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response, fully read.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Resp {
+    /// The body as text, for error messages.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A 200 that is not a function error (`X-Amz-Function-Error`).
+    pub(crate) fn is_success(&self) -> bool {
+        self.status == StatusCode::OK && !self.headers.contains_key("x-amz-function-error")
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection to a loopback server.
+pub(crate) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    /// Connects to `addr`, which must be a loopback address: the benchmark
+    /// never sends traffic anywhere else.
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Self> {
+        ensure!(
+            addr.ip().is_loopback(),
+            "refusing to benchmark {addr}: only loopback addresses are allowed"
+        );
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Sends one request and reads the whole response.
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        extra_headers: &[(&'static str, &str)],
+        body: Bytes,
+    ) -> Result<Resp> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in extra_headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body))?;
+        let exchange = async {
+            self.sender.ready().await?;
+            let resp = self.sender.send_request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, hyper::Error>(Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(r) => Ok(r?),
+            Err(_) => bail!("no response within {REQUEST_TIMEOUT:?}"),
+        }
+    }
+
+    /// `send`, failing unless the status is `expect`.
+    pub(crate) async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        expect: StatusCode,
+    ) -> Result<Resp> {
+        let resp = self.send(method.clone(), path, &[], body).await?;
+        if resp.status != expect {
+            bail!(
+                "{method} {path}: expected {expect}, got {}: {}",
+                resp.status,
+                resp.text()
+            );
+        }
+        Ok(resp)
+    }
+}

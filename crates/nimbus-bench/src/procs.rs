@@ -1,0 +1,175 @@
+//! Child processes (nimbus, the echo server) and what /proc says about
+//! processes: resident memory, children, executables.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A server process started by the harness; killed when dropped.
+pub(crate) struct Server {
+    child: Child,
+    /// The URL from the server's ready line.
+    pub(crate) url: String,
+}
+
+impl Server {
+    /// Spawns `cmd` and waits (up to `timeout`) for a stdout line starting
+    /// with `ready`; the rest of that line's first word is the URL. Stdout
+    /// keeps being drained so the server never blocks on a full pipe.
+    pub(crate) fn spawn(mut cmd: Command, ready: &str, timeout: Duration) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel();
+        let ready = ready.to_string();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(&ready)
+                    && let Some(tx) = tx.take()
+                {
+                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            url: String::new(),
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(url) => server.url = url,
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                return Err(anyhow!(
+                    "{:?} did not print its ready line within {timeout:?} (exit status: {status:?})",
+                    cmd.get_program()
+                ));
+            }
+        }
+        Ok(server)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `host:port` of the ready URL.
+    pub(crate) fn addr(&self) -> Result<std::net::SocketAddr> {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("parsing address of {}", self.url))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub(crate) fn stop(&mut self, grace: Duration) {
+        drop(self.child.stdin.take());
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process, from /proc/PID/status, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Rss {
+    pub(crate) vm_rss_kb: u64,
+    /// The anonymous part (heap, stacks): what the process itself allocated,
+    /// as opposed to file-backed pages (the executable, shared libraries)
+    /// that other processes share.
+    pub(crate) rss_anon_kb: u64,
+}
+
+pub(crate) fn rss(pid: u32) -> Option<Rss> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(Rss {
+        vm_rss_kb: field("VmRSS:")?,
+        rss_anon_kb: field("RssAnon:").unwrap_or(0),
+    })
+}
+
+/// Direct children of `parent`, found by scanning /proc/*/stat.
+pub(crate) fn children(parent: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in rd.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may contain spaces and parens.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let ppid = after.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The executable a process runs.
+pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Which kind of execution environment an executable is.
+pub(crate) fn kind_of(exe: &Path) -> &'static str {
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.starts_with("python") {
+        "python"
+    } else if name.starts_with("node") {
+        "node"
+    } else {
+        "other"
+    }
+}
