@@ -3,9 +3,9 @@
 //!
 //! One axum [`Router`] serves, on one port:
 //! - the Lambda REST-JSON API (`/2015-03-31/functions...`, account settings,
-//!   the legacy `invoke-async`), in [`lambda`];
+//!   the legacy `invoke-async`), in the `lambda` module;
 //! - the CloudWatch Logs JSON 1.1 API (`POST /` with
-//!   `X-Amz-Target: Logs_20140328.*`), in [`logs`];
+//!   `X-Amz-Target: Logs_20140328.*`), in the `logs` module;
 //! - nimbus's own endpoints under `/_nimbus/`: health, and presigned
 //!   downloads of deployment packages (GetFunction's `Code.Location`).
 //!

@@ -90,7 +90,7 @@ struct Settings {
     /// whole set).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Execution role ARN [create default: arn:aws:iam::<account>:role/lambda-role].
+    /// Execution role ARN [create default: arn:aws:iam::ACCOUNT:role/lambda-role].
     #[arg(long)]
     role: Option<String>,
 }

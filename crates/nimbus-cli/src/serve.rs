@@ -48,7 +48,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NIMBUS_CONCURRENCY", default_value_t = 64)]
     concurrency: u32,
     /// URL functions use to call back into nimbus (AWS_ENDPOINT_URL)
-    /// [default: http://<listen address>, with 0.0.0.0 as 127.0.0.1].
+    /// [default: http://LISTEN-ADDRESS, with 0.0.0.0 as 127.0.0.1].
     #[arg(long, env = "NIMBUS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
 }

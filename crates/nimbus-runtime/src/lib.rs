@@ -2,7 +2,7 @@
 //!
 //! The [`Engine`] keeps, per function, a pool of warm environments; an
 //! invocation takes an idle one or starts a new one (a cold start), hands it
-//! the event through the Lambda Runtime API ([`api`]), and waits for the
+//! the event through the Lambda Runtime API (module `api`), and waits for the
 //! runtime's answer, the function's timeout or the environment's death.
 //! Each invocation's output, framed by START / END / REPORT lines, goes to a
 //! log sink as a [`LogBatch`]. This crate never touches the database: the
