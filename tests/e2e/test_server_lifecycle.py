@@ -1,0 +1,130 @@
+"""The server process itself: persistence across a SIGTERM restart, idle
+environment reaping (--keep-alive) and the account concurrency limit
+(--concurrency). Each test runs its own server, so the shared one is left
+alone."""
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import (HELLO_EVENT, HELLO_WORLD, PY_RUNTIME, ROLE, Server, invoke,
+                      make_zip, report, wait_for)
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    started = []
+
+    def start(data_dir=None, args=()):
+        srv = Server(data_dir or tmp_path / "data", args).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.kill()
+
+
+def test_restart_keeps_functions(own_server, tmp_path):
+    data = tmp_path / "data"
+    srv = own_server(data)
+    lam = srv.client()
+    zip_bytes = make_zip({"lambda_function.py": HELLO_WORLD})
+    lam.create_function(FunctionName="demo-function", Runtime=PY_RUNTIME, Role=ROLE,
+                        Handler="lambda_function.lambda_handler", Code={"ZipFile": zip_bytes},
+                        Environment={"Variables": {"KEPT": "yes"}}, MemorySize=256)
+    _, body, _ = invoke(lam, "demo-function", HELLO_EVENT, tail=False)
+    assert body == "value1"
+    before = lam.get_function_configuration(FunctionName="demo-function")
+    first_url = srv.url
+
+    code = srv.stop()
+    assert code == 0, f"nimbus exited {code} on SIGTERM"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(first_url + "/_nimbus/health", timeout=2)
+
+    srv2 = own_server(data)
+    lam2 = srv2.client()
+    after = lam2.get_function_configuration(FunctionName="demo-function")
+    after.pop("ResponseMetadata")
+    before.pop("ResponseMetadata")
+    assert after == before
+    assert [f["FunctionName"] for f in lam2.list_functions()["Functions"]] == ["demo-function"]
+    got = lam2.get_function(FunctionName="demo-function")
+    with urllib.request.urlopen(got["Code"]["Location"], timeout=30) as r:
+        assert r.read() == zip_bytes
+    resp, body, log = invoke(lam2, "demo-function", HELLO_EVENT)
+    assert body == "value1" and "FunctionError" not in resp
+    assert "Memory Size: 256 MB" in log
+    # Credentials written on first start are reused.
+    assert (data / "credentials").read_text().count("aws_access_key_id") == 1
+
+    # Logs written before the restart are still readable.
+    logs = srv2.client("logs")
+    events = logs.filter_log_events(logGroupName="/aws/lambda/demo-function",
+                                    filterPattern="REPORT")["events"]
+    assert len(events) >= 1
+    assert srv2.stop() == 0
+
+
+SLEEPER = """import os, time
+
+def lambda_handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return os.getpid()
+"""
+
+
+def test_keep_alive_reaps_idle_environments(own_server):
+    srv = own_server(args=["--keep-alive", "1"])
+    lam = srv.client()
+    lam.create_function(FunctionName="reaped", Runtime=PY_RUNTIME, Role=ROLE,
+                        Handler="lambda_function.lambda_handler",
+                        Code={"ZipFile": make_zip({"lambda_function.py": SLEEPER})})
+    _, pid1, log = invoke(lam, "reaped", {})
+    assert report(log)["init"] is not None
+    _, pid2, log = invoke(lam, "reaped", {})
+    assert pid2 == pid1 and report(log)["init"] is None  # warm within the keep-alive
+
+    def gone():
+        try:
+            with open(f"/proc/{pid1}/stat") as f:
+                return f.read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout=15, what="the idle environment to be stopped")
+    _, pid3, log = invoke(lam, "reaped", {})
+    assert pid3 != pid1
+    assert report(log)["init"] is not None, "no cold start after the environment was reaped"
+    assert srv.stop() == 0
+
+
+def test_account_concurrency_limit(own_server):
+    srv = own_server(args=["--concurrency", "1"])
+    lam = srv.client()
+    lam.create_function(FunctionName="busy", Runtime=PY_RUNTIME, Role=ROLE,
+                        Handler="lambda_function.lambda_handler", Timeout=10,
+                        Code={"ZipFile": make_zip({"lambda_function.py": SLEEPER})})
+    assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1
+    invoke(lam, "busy", {}, tail=False)  # warm up
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=invoke(lam, "busy", {"sleep": 2}, tail=False)))
+    t.start()
+    time.sleep(0.7)
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName="busy", Payload=json.dumps({}))
+    err = e.value.response
+    assert err["Error"]["Code"] == "TooManyRequestsException"
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert "retry-after" in err["ResponseMetadata"]["HTTPHeaders"]
+    t.join(30)
+    assert "FunctionError" not in done["r"][0]
+    # Free again once the first one is done.
+    _, body, _ = invoke(lam, "busy", {}, tail=False)
+    assert isinstance(body, int)
+    assert srv.stop() == 0
