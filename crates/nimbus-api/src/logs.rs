@@ -221,18 +221,40 @@ fn filter_term(pattern: Option<&str>) -> Result<Option<String>, LogsError> {
     Ok(Some(p.trim_matches('"').to_string()))
 }
 
+/// Fails unless the group and the stream exist.
+fn require_stream(store: &dyn Store, group: &str, stream: &str) -> Result<(), LogsError> {
+    let streams =
+        db(store.list_log_streams(group, Some(stream)))?.ok_or_else(LogsError::no_group)?;
+    if streams.iter().any(|s| s.name == stream) {
+        Ok(())
+    } else {
+        Err(LogsError::user(
+            "ResourceNotFoundException",
+            "The specified log stream does not exist.",
+        ))
+    }
+}
+
+/// The answer to a Create call: `{}`, or that the thing already exists.
+fn created(new: bool, what: &str) -> Result<Value, LogsError> {
+    if new {
+        Ok(json!({}))
+    } else {
+        Err(LogsError::user(
+            "ResourceAlreadyExistsException",
+            format!("The specified {what} already exists"),
+        ))
+    }
+}
+
 fn run(store: &dyn Store, op: &str, input: Value, ra: &str) -> Result<Value, LogsError> {
     match op {
         "CreateLogGroup" => {
             let a: GroupArgs = parse(input)?;
-            if db(store.create_log_group(&a.log_group_name, now_ms()))? {
-                Ok(json!({}))
-            } else {
-                Err(LogsError::user(
-                    "ResourceAlreadyExistsException",
-                    "The specified log group already exists",
-                ))
-            }
+            created(
+                db(store.create_log_group(&a.log_group_name, now_ms()))?,
+                "log group",
+            )
         }
         "DeleteLogGroup" => {
             let a: GroupArgs = parse(input)?;
@@ -247,25 +269,12 @@ fn run(store: &dyn Store, op: &str, input: Value, ra: &str) -> Result<Value, Log
             if db(store.list_log_streams(&a.log_group_name, None))?.is_none() {
                 return Err(LogsError::no_group());
             }
-            if db(store.create_log_stream(&a.log_group_name, &a.log_stream_name, now_ms()))? {
-                Ok(json!({}))
-            } else {
-                Err(LogsError::user(
-                    "ResourceAlreadyExistsException",
-                    "The specified log stream already exists",
-                ))
-            }
+            let new = db(store.create_log_stream(&a.log_group_name, &a.log_stream_name, now_ms()))?;
+            created(new, "log stream")
         }
         "PutLogEvents" => {
             let a: PutArgs = parse(input)?;
-            let streams = db(store.list_log_streams(&a.log_group_name, Some(&a.log_stream_name)))?
-                .ok_or_else(LogsError::no_group)?;
-            if !streams.iter().any(|s| s.name == a.log_stream_name) {
-                return Err(LogsError::user(
-                    "ResourceNotFoundException",
-                    "The specified log stream does not exist.",
-                ));
-            }
+            require_stream(store, &a.log_group_name, &a.log_stream_name)?;
             let ingest = now_ms();
             let events: Vec<LogEvent> = a
                 .log_events
@@ -363,14 +372,7 @@ fn run(store: &dyn Store, op: &str, input: Value, ra: &str) -> Result<Value, Log
 }
 
 fn get_log_events(store: &dyn Store, a: GetEventsArgs) -> Result<Value, LogsError> {
-    let streams = db(store.list_log_streams(&a.log_group_name, Some(&a.log_stream_name)))?
-        .ok_or_else(LogsError::no_group)?;
-    if !streams.iter().any(|s| s.name == a.log_stream_name) {
-        return Err(LogsError::user(
-            "ResourceNotFoundException",
-            "The specified log stream does not exist.",
-        ));
-    }
+    require_stream(store, &a.log_group_name, &a.log_stream_name)?;
     let limit = a.limit.unwrap_or(10_000).clamp(1, 10_000);
     // Tokens are `f/<seq>` (read forward after seq) and `b/<seq>` (read
     // backward before seq).

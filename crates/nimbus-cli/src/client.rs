@@ -31,13 +31,13 @@ pub(crate) struct Connection {
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum FunctionCommand {
     /// Create a function from a .zip file or a directory.
-    Create(CreateArgs),
+    Create(CodeArgs),
     /// List functions.
     List(ListArgs),
     /// Show a function's configuration.
     Get(NameArgs),
     /// Change a function's code and/or configuration.
-    Update(UpdateArgs),
+    Update(CodeArgs),
     /// Delete a function.
     Delete(NameArgs),
 }
@@ -84,6 +84,7 @@ struct Settings {
     /// Timeout in seconds (1-900).
     #[arg(long)]
     timeout: Option<i32>,
+    /// A description of the function (up to 256 characters).
     #[arg(long)]
     description: Option<String>,
     /// Environment variable KEY=VALUE (repeatable; on update, replaces the
@@ -95,21 +96,11 @@ struct Settings {
     role: Option<String>,
 }
 
+/// A function's name with code and settings: the arguments of both
+/// `function create` and `function update`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct CreateArgs {
-    /// New function's name.
-    name: String,
-    #[command(flatten)]
-    source: CodeSource,
-    #[command(flatten)]
-    settings: Settings,
-    #[command(flatten)]
-    conn: Connection,
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct UpdateArgs {
-    /// Function name or ARN.
+pub(crate) struct CodeArgs {
+    /// Function name (for update, an ARN works too).
     name: String,
     #[command(flatten)]
     source: CodeSource,

@@ -8,47 +8,51 @@ use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, LogType, Runtime, State};
-use base64::Engine as _;
-use support::{Server, hello_world_zip, service_code, zip_of};
+use support::{Server, hello_world_zip, log_tail, service_code, zip_of};
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/lambda-role";
 
-async fn create_hello(server: &Server, name: &str) {
-    server
-        .lambda()
+/// A CreateFunction call for a Python function, ready to send or adjust.
+fn python_function(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    handler: &str,
+    zip: Vec<u8>,
+) -> aws_sdk_lambda::operation::create_function::builders::CreateFunctionFluentBuilder {
+    lambda
         .create_function()
         .function_name(name)
         .runtime(Runtime::from(support::python_runtime().as_str()))
         .role(ROLE)
-        .handler("lambda_function.lambda_handler")
-        .code(
-            FunctionCode::builder()
-                .zip_file(Blob::new(hello_world_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create_function");
+        .handler(handler)
+        .code(FunctionCode::builder().zip_file(Blob::new(zip)).build())
+}
+
+async fn create_hello(server: &Server, name: &str) {
+    python_function(
+        &server.lambda(),
+        name,
+        "lambda_function.lambda_handler",
+        hello_world_zip(),
+    )
+    .send()
+    .await
+    .expect("create_function");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_course_flow_hello_world_succeeds_then_fails_like_lambda() {
     let server = Server::start().await;
     let lambda = server.lambda();
-    let created = lambda
-        .create_function()
-        .function_name("demo-function")
-        .runtime(Runtime::from(support::python_runtime().as_str()))
-        .role(ROLE)
-        .handler("lambda_function.lambda_handler")
-        .code(
-            FunctionCode::builder()
-                .zip_file(Blob::new(hello_world_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let created = python_function(
+        &lambda,
+        "demo-function",
+        "lambda_function.lambda_handler",
+        hello_world_zip(),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(
         created.function_arn(),
         Some("arn:aws:lambda:us-east-1:000000000000:function:demo-function")
@@ -71,12 +75,7 @@ async fn the_course_flow_hello_world_succeeds_then_fails_like_lambda() {
     assert_eq!(ok.function_error(), None);
     assert_eq!(ok.payload().unwrap().as_ref(), br#""value1""#);
     assert_eq!(ok.executed_version(), Some("$LATEST"));
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(ok.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&ok);
     let lines: Vec<&str> = log.lines().collect();
     let start = lines
         .iter()
@@ -143,12 +142,7 @@ async fn the_course_flow_hello_world_succeeds_then_fails_like_lambda() {
         frame.contains(r#"print("value1 = " + event['key1'])"#),
         "{frame}"
     );
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(failed.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&failed);
     assert!(log.contains("[ERROR] KeyError: 'key1'"), "{log}");
     assert!(
         !log.contains("Init Duration"),
@@ -167,20 +161,15 @@ async fn control_plane_round_trips_and_errors_carry_aws_codes() {
     create_hello(&server, "alpha").await;
     create_hello(&server, "beta").await;
 
-    let dup = lambda
-        .create_function()
-        .function_name("alpha")
-        .runtime(Runtime::from(support::python_runtime().as_str()))
-        .role(ROLE)
-        .handler("lambda_function.lambda_handler")
-        .code(
-            FunctionCode::builder()
-                .zip_file(Blob::new(hello_world_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_err();
+    let dup = python_function(
+        &lambda,
+        "alpha",
+        "lambda_function.lambda_handler",
+        hello_world_zip(),
+    )
+    .send()
+    .await
+    .unwrap_err();
     assert_eq!(service_code(&dup), "ResourceConflictException");
 
     let page1 = lambda.list_functions().max_items(1).send().await.unwrap();
@@ -308,14 +297,8 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
         b"import time, os\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return os.getpid()\n",
         0o644,
     )]);
-    lambda
-        .create_function()
-        .function_name("sleepy")
-        .runtime(Runtime::from(support::python_runtime().as_str()))
-        .role(ROLE)
-        .handler("app.handler")
+    python_function(&lambda, "sleepy", "app.handler", code)
         .timeout(1)
-        .code(FunctionCode::builder().zip_file(Blob::new(code)).build())
         .send()
         .await
         .unwrap();
@@ -350,12 +333,7 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
             .ends_with("Task timed out after 1.00 seconds"),
         "{body}"
     );
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(timed_out.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&timed_out);
     assert!(log.contains("Task timed out after 1.00 seconds"), "{log}");
     assert!(log.contains("Status: timeout"), "{log}");
 
@@ -363,12 +341,7 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
     assert_eq!(after.function_error(), None);
     let pid2: u32 = serde_json::from_slice(after.payload().unwrap().as_ref()).unwrap();
     assert_ne!(pid1, pid2, "the timed-out environment was destroyed");
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(after.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&after);
     assert!(
         log.contains("Init Duration"),
         "a fresh environment reports its init: {log}"
@@ -501,14 +474,8 @@ async fn the_account_concurrency_limit_throttles_and_idle_environments_scale_to_
         b"import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return 'done'\n",
         0o644,
     )]);
-    lambda
-        .create_function()
-        .function_name("single")
+    python_function(&lambda, "single", "app.handler", code)
         .timeout(10)
-        .runtime(Runtime::from(support::python_runtime().as_str()))
-        .role(ROLE)
-        .handler("app.handler")
-        .code(FunctionCode::builder().zip_file(Blob::new(code)).build())
         .send()
         .await
         .unwrap();
@@ -562,12 +529,7 @@ async fn the_account_concurrency_limit_throttles_and_idle_environments_scale_to_
         .send()
         .await
         .unwrap();
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(warm.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&warm);
     assert!(!log.contains("Init Duration"), "reused while warm: {log}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let cold = lambda
@@ -577,12 +539,7 @@ async fn the_account_concurrency_limit_throttles_and_idle_environments_scale_to_
         .send()
         .await
         .unwrap();
-    let log = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(cold.log_result().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let log = log_tail(&cold);
     assert!(
         log.contains("Init Duration"),
         "idle environment was stopped: {log}"

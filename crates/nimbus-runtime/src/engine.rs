@@ -437,16 +437,8 @@ impl Engine {
                     "RequestId: {id} Error: Runtime failed to start within {} seconds",
                     INIT_TIMEOUT.as_secs()
                 );
-                body.push(LogLine {
-                    ts_ms: now_ms(),
-                    text: msg.clone(),
-                });
-                let body = serde_json::json!({"errorType": t, "errorMessage": msg});
-                (
-                    body.to_string().into(),
-                    Some(t.into()),
-                    Some(format!("Status: error\tError Type: {t}")),
-                )
+                body.push(line(msg.clone()));
+                platform_error(t, &msg)
             }
             Waited::Died(death) => {
                 if let Some(init) = init_failed {
@@ -487,20 +479,9 @@ impl Engine {
                         ),
                     };
                     let msg = format!("RequestId: {id} Error: {detail}");
-                    body.push(LogLine {
-                        ts_ms: now_ms(),
-                        text: msg.clone(),
-                    });
-                    body.push(LogLine {
-                        ts_ms: now_ms(),
-                        text: t.into(),
-                    });
-                    let body = serde_json::json!({"errorType": t, "errorMessage": msg});
-                    (
-                        body.to_string().into(),
-                        Some(t.into()),
-                        Some(format!("Status: error\tError Type: {t}")),
-                    )
+                    body.push(line(msg.clone()));
+                    body.push(line(t.into()));
+                    platform_error(t, &msg)
                 }
             }
         };
@@ -583,6 +564,24 @@ impl Waited {
                 .clone(),
             _ => None,
         }
+    }
+}
+
+/// The payload, error type and REPORT status of an error the platform
+/// raises itself (as opposed to one the runtime reports).
+fn platform_error(error_type: &str, message: &str) -> (Bytes, Option<String>, Option<String>) {
+    let body = serde_json::json!({"errorType": error_type, "errorMessage": message});
+    (
+        body.to_string().into(),
+        Some(error_type.to_string()),
+        Some(format!("Status: error\tError Type: {error_type}")),
+    )
+}
+
+fn line(text: String) -> LogLine {
+    LogLine {
+        ts_ms: now_ms(),
+        text,
     }
 }
 

@@ -183,3 +183,17 @@ where
         None => format!("<not a service error: {e:?}>"),
     }
 }
+
+/// The decoded `LogType: Tail` of an invocation.
+pub fn log_tail(out: &aws_sdk_lambda::operation::invoke::InvokeOutput) -> String {
+    use base64::Engine as _;
+    let raw = out
+        .log_result()
+        .expect("the invocation asked for LogType Tail");
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .unwrap(),
+    )
+    .unwrap()
+}
