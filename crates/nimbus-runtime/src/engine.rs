@@ -496,7 +496,16 @@ impl Engine {
             max_memory_used_mb: mem_mb,
             init_ms,
         };
-        let start_ms = now_ms() - ended.duration_since(started.unwrap_or(ended)).as_millis() as i64;
+        // START's wall-clock time, back-dated from now by the time elapsed
+        // since delivery (in microseconds, so rounding cannot push it past
+        // the first output line), and kept between the output before it and
+        // the output after it: a stream's events must be in timestamp order.
+        let start_ms = {
+            let since = started.map_or(0, |s| s.elapsed().as_micros() as i64);
+            let at = (chrono::Utc::now().timestamp_micros() - since).div_euclid(1000);
+            let at = lines.last().map_or(at, |l| at.max(l.ts_ms));
+            body.first().map_or(at, |l| at.min(l.ts_ms))
+        };
         let log = frame_log(&id, lines, body, start_ms, &metrics, status.as_deref());
         let log_tail = logs::tail(&log, nimbus_core::limits::LOG_TAIL_MAX);
         let _ = self.log_sink.send(LogBatch {
