@@ -170,6 +170,22 @@ def test_payload_over_6mb(lam, target):
     assert (code, status) == ("RequestTooLargeException", 413)
 
 
+def test_event_payload_limit(lam, target):
+    # Asynchronous invocations take at most 1 MB.
+    code, status, _ = client_error(lam.invoke, FunctionName=target, InvocationType="Event",
+                                   Payload=b'"' + b"a" * (1024 * 1024) + b'"')
+    assert (code, status) == ("RequestTooLargeException", 413)
+    resp = lam.invoke(FunctionName=target, InvocationType="Event",
+                      Payload=b'"' + b"a" * (300 * 1024) + b'"')
+    assert resp["StatusCode"] == 202
+
+
+@pytest.mark.parametrize("bad", ["a" * 65, "has space", "semi;colon", "x:y:z:w:v"])
+def test_invalid_function_name(raw_lam, lam, bad):
+    code, status, _ = client_error(raw_lam.create_function, **create_args(FunctionName=bad))
+    assert (code, status) == ("ValidationException", 400), bad
+
+
 def test_payload_of_exactly_6mb_is_accepted(lam, functions):
     name = unique("six-mb")
     functions.python("def lambda_handler(event, context):\n    return len(event)\n",

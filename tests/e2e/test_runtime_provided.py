@@ -182,6 +182,7 @@ def _zip_tree(root, extra, executable=()):
     return make_zip(files, executable=set(executable))
 
 
+@pytest.mark.timeout(900)  # the first run pip-installs awslambdaric
 def test_awslambdaric(lam, functions, awslambdaric_dir):
     z = _zip_tree(awslambdaric_dir, {"bootstrap": RIC_BOOTSTRAP, "lambda_function.py": RIC_HANDLER},
                   executable={"bootstrap"})
@@ -224,6 +225,7 @@ def rust_echo_zip(rust_echo_binary):
     return buf.getvalue()
 
 
+@pytest.mark.timeout(1800)  # builds rust-echo when it is missing
 def test_rust_lambda_runtime(lam, functions, rust_echo_zip):
     name = unique("rust")
     functions.create(rust_echo_zip, name=name, runtime="provided.al2023", handler="bootstrap")

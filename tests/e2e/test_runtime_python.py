@@ -346,3 +346,30 @@ def test_non_json_result(lam, functions):
     resp, body, _ = invoke(lam, name, {}, tail=False)
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Runtime.MarshalError"
+
+
+def test_log_tail_is_the_last_4kb(lam, functions):
+    name = unique("chatty")
+    functions.python("""def lambda_handler(event, context):
+    for i in range(300):
+        print("chatty line", i, "." * 40)
+    return "ok"
+""", name=name)
+    resp, body, log = invoke(lam, name, {})
+    assert body == "ok"
+    assert len(base64.b64decode(resp["LogResult"])) <= 4096
+    assert len(log) > 3000
+    assert "chatty line 299" in log and "chatty line 0 " not in log
+    assert log.rstrip("\n").splitlines()[-1].startswith("REPORT RequestId: ")
+
+
+def test_unicode_round_trip(lam, functions):
+    name = unique("unicode")
+    functions.python("""def lambda_handler(event, context):
+    print("got", event["text"])
+    return {"text": event["text"][::-1], "len": len(event["text"])}
+""", name=name)
+    text = "héllo wörld ✓ 日本語 🚀"
+    resp, body, log = invoke(lam, name, {"text": text})
+    assert body == {"text": text[::-1], "len": len(text)}
+    assert "got " + text in log

@@ -80,7 +80,7 @@ def lambda_handler(event, context):
 
 
 def test_keep_alive_reaps_idle_environments(own_server):
-    srv = own_server(args=["--keep-alive", "1"])
+    srv = own_server(args=["--keep-alive", "2"])
     lam = srv.client()
     lam.create_function(FunctionName="reaped", Runtime=PY_RUNTIME, Role=ROLE,
                         Handler="lambda_function.lambda_handler",
@@ -90,18 +90,20 @@ def test_keep_alive_reaps_idle_environments(own_server):
     _, pid2, log = invoke(lam, "reaped", {})
     assert pid2 == pid1 and report(log)["init"] is None  # warm within the keep-alive
 
-    def gone():
+    def gone(pid):
         try:
-            with open(f"/proc/{pid1}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 return f.read().split()[2] == "Z"
         except FileNotFoundError:
             return True
 
-    wait_for(gone, timeout=15, what="the idle environment to be stopped")
+    wait_for(lambda: gone(pid1), timeout=15, what="the idle environment to be stopped")
     _, pid3, log = invoke(lam, "reaped", {})
     assert pid3 != pid1
     assert report(log)["init"] is not None, "no cold start after the environment was reaped"
     assert srv.stop() == 0
+    # Shutting down stops the environments too.
+    wait_for(lambda: gone(pid3), timeout=10, what="the environment to end with the server")
 
 
 def test_account_concurrency_limit(own_server):
@@ -113,16 +115,22 @@ def test_account_concurrency_limit(own_server):
     assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1
     invoke(lam, "busy", {}, tail=False)  # warm up
     done = {}
-    t = threading.Thread(target=lambda: done.update(r=invoke(lam, "busy", {"sleep": 2}, tail=False)))
-    t.start()
-    time.sleep(0.7)
-    with pytest.raises(ClientError) as e:
-        lam.invoke(FunctionName="busy", Payload=json.dumps({}))
-    err = e.value.response
-    assert err["Error"]["Code"] == "TooManyRequestsException"
-    assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
-    assert "retry-after" in err["ResponseMetadata"]["HTTPHeaders"]
-    t.join(30)
+    long = threading.Thread(
+        target=lambda: done.update(r=invoke(lam, "busy", {"sleep": 4}, tail=False)))
+    long.start()
+    throttled = None
+    # While the long invocation holds the only slot, another is refused.
+    while long.is_alive() and throttled is None:
+        time.sleep(0.2)
+        try:
+            invoke(lam, "busy", {}, tail=False)
+        except ClientError as e:
+            throttled = e.response
+    long.join(30)
+    assert throttled is not None, "a second concurrent invocation was not throttled"
+    assert throttled["Error"]["Code"] == "TooManyRequestsException"
+    assert throttled["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert "retry-after" in throttled["ResponseMetadata"]["HTTPHeaders"]
     assert "FunctionError" not in done["r"][0]
     # Free again once the first one is done.
     _, body, _ = invoke(lam, "busy", {}, tail=False)
