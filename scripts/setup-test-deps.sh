@@ -69,7 +69,11 @@ fi
 
 if ! command -v aws >/dev/null; then
     log "installing the AWS CLI"
-    "$PY" -m pip install -q awscli || apt_install awscli
+    if "$PY" -m pip install -q awscli; then
+        # pyenv only puts a new console script on PATH after a rehash.
+        command -v pyenv >/dev/null && pyenv rehash || true
+    fi
+    command -v aws >/dev/null || apt_install awscli
 fi
 
 command -v curl >/dev/null || apt_install curl

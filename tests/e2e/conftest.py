@@ -11,6 +11,7 @@ Environment:
                         built with `cargo build -p rust-echo` when missing)
 """
 
+import atexit
 import base64
 import io
 import json
@@ -77,6 +78,15 @@ def server_binary():
     return p
 
 
+_running = []  # every Server started, killed at exit if a test left one up
+
+
+@atexit.register
+def _kill_leftovers():
+    for srv in list(_running):
+        srv.kill()
+
+
 class Server:
     """One `nimbus serve` process on a free port, stoppable and restartable
     on the same data directory."""
@@ -107,6 +117,7 @@ class Server:
              "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
         log.close()
+        _running.append(self)
         ready = threading.Event()
 
         def pump(stream):
@@ -133,6 +144,8 @@ class Server:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
+        if self in _running:
+            _running.remove(self)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -144,6 +157,8 @@ class Server:
         return proc.returncode
 
     def kill(self):
+        if self in _running:
+            _running.remove(self)
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -421,10 +436,17 @@ def awslambdaric_dir(function_path):
     if not marker.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="awslambdaric-", dir=CACHE))
-        p = subprocess.run(
-            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-compile", "--target", str(tmp), "awslambdaric"],
-            capture_output=True, text=True, timeout=600)
+        common = ["install", "--quiet", "--disable-pip-version-check", "--no-compile",
+                  "--target", str(tmp)]
+        has_pip = subprocess.run([python, "-m", "pip", "--version"],
+                                 capture_output=True).returncode == 0
+        if has_pip:
+            cmd = [python, "-m", "pip", *common, "awslambdaric"]
+        else:
+            # That interpreter has no pip: fetch its wheels with ours.
+            cmd = [sys.executable, "-m", "pip", *common, "--only-binary=:all:",
+                   "--python-version", tag[2] + "." + tag[3:], "awslambdaric"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             pytest.fail(f"pip install awslambdaric failed:\n{p.stderr}", pytrace=False)

@@ -8,7 +8,6 @@ failure, and read the START/END/REPORT lines.
 import base64
 import json
 
-import pytest
 
 from conftest import (HELLO_EVENT, HELLO_WORLD, PY_RUNTIME, ROLE, invoke, make_zip,
                       report)

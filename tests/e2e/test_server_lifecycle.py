@@ -3,7 +3,6 @@ environment reaping (--keep-alive) and the account concurrency limit
 (--concurrency). Each test runs its own server, so the shared one is left
 alone."""
 
-import json
 import threading
 import time
 import urllib.request
