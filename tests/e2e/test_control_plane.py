@@ -3,6 +3,8 @@ waiters, account settings, names and qualifiers."""
 
 import base64
 import hashlib
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -304,3 +306,51 @@ def test_missing_function_is_not_found(lam):
             call()
         assert error_code(e) == "ResourceNotFoundException"
         assert "no-such-function" in e.value.response["Error"]["Message"]
+
+
+SLOW_VERSION = """import time
+
+def lambda_handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return "%s"
+"""
+
+
+def test_code_update_during_an_invocation(lam, functions):
+    """The invocation in flight finishes on the old code; the next one runs
+    the new code."""
+    name = unique("inflight")
+    functions.python(SLOW_VERSION % "old", name=name, Timeout=10)
+    assert invoke(lam, name, {}, tail=False)[1] == "old"
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=invoke(lam, name, {"sleep": 1.5}, tail=False)))
+    t.start()
+    time.sleep(0.5)
+    lam.update_function_code(FunctionName=name, ZipFile=py_zip(SLOW_VERSION % "new"))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1})
+    assert invoke(lam, name, {}, tail=False)[1] == "new"
+    t.join(30)
+    assert out["r"][1] == "old"
+    assert invoke(lam, name, {}, tail=False)[1] == "new"
+
+
+def test_concurrent_creates_of_one_name(lam, functions):
+    name = unique("race")
+    results = []
+
+    def create():
+        try:
+            lam.create_function(FunctionName=name, Runtime=PY_RUNTIME, Role=ROLE,
+                                Handler="lambda_function.lambda_handler",
+                                Code={"ZipFile": py_zip(ECHO_ENV)})
+            results.append("created")
+        except ClientError as e:
+            results.append(e.response["Error"]["Code"])
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    functions.created.append(name)
+    assert sorted(results) == ["ResourceConflictException"] * 3 + ["created"]

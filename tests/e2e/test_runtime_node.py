@@ -151,3 +151,12 @@ def test_missing_module_and_handler(lam, functions, node_zip):
     resp, body, _ = invoke(lam, name, {})
     assert resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "Runtime.HandlerNotFound"
+
+
+def test_handler_in_subdirectory(lam, functions):
+    name = unique("node-subdir")
+    z = make_zip({"src/handlers/app.js": "exports.main = async () => 'from src/handlers/app';\n"})
+    functions.create(z, name=name, runtime=NODE_RUNTIME, handler="src/handlers/app.main")
+    resp, body, _ = invoke(lam, name, {})
+    assert "FunctionError" not in resp, body
+    assert body == "from src/handlers/app"

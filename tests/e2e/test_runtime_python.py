@@ -2,13 +2,15 @@
 
 import base64
 import json
+import re
 import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import (ACCOUNT, PY_RUNTIME, REGION, invoke, report, unique, wait_for)
+from conftest import (ACCOUNT, PY_RUNTIME, REGION, invoke, make_zip, report, unique,
+                      wait_for)
 
 SLEEPER = """import os, time
 
@@ -373,3 +375,62 @@ def test_unicode_round_trip(lam, functions):
     resp, body, log = invoke(lam, name, {"text": text})
     assert body == {"text": text[::-1], "len": len(text)}
     assert "got " + text in log
+
+
+def test_handler_paths_and_packages(lam, functions):
+    z = make_zip({
+        "src/app.py": "def handler(e, c):\n    return 'src/app'\n",
+        "pkg/__init__.py": "",
+        "pkg/mod.py": "def handler(e, c):\n    return 'pkg.mod'\n",
+    })
+    for handler, expected in (("src/app.handler", "src/app"), ("pkg.mod.handler", "pkg.mod"),
+                              ("pkg/mod.handler", "pkg.mod")):
+        name = unique("paths")
+        functions.create(z, name=name, handler=handler)
+        resp, body, _ = invoke(lam, name, {}, tail=False)
+        assert "FunctionError" not in resp, (handler, body)
+        assert body == expected, handler
+
+
+def test_stderr_and_logging_module(lam, functions):
+    name = unique("logging")
+    functions.python("""import logging, sys
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+def lambda_handler(event, context):
+    sys.stderr.write("to stderr\\n")
+    logger.info("hello %s", "logging")
+    logger.warning("careful")
+    return "ok"
+""", name=name)
+    resp, body, log = invoke(lam, name, {})
+    rid = resp["ResponseMetadata"]["RequestId"]
+    lines = log.splitlines()
+    assert "to stderr" in lines
+    info = [l for l in lines if l.startswith("[INFO]")]
+    assert len(info) == 1 and info[0].endswith(f"\t{rid}\thello logging"), info
+    fields = info[0].split("\t")
+    assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$", fields[1]), fields
+    assert any(l.startswith("[WARNING]") and l.endswith("\tcareful") for l in lines)
+
+
+def test_environment_values_pass_through(lam, functions):
+    name = unique("envval")
+    values = {"WITH_EQUALS": "a=b=c", "WITH_SPACES": "  spaced out  ", "UNICODE": "ünï ✓",
+              "EMPTY": "", "JSONISH": '{"k": [1, 2]}'}
+    functions.python("import os\ndef lambda_handler(e, c):\n"
+                     "    return {k: os.environ.get(k) for k in e}\n",
+                     name=name, Environment={"Variables": values})
+    _, body, _ = invoke(lam, name, list(values), tail=False)
+    assert body == values
+
+
+def test_max_memory_setting(lam, functions):
+    name = unique("bigmem")
+    functions.python("def lambda_handler(e, c):\n    return c.memory_limit_in_mb\n",
+                     name=name, MemorySize=10240, Timeout=900)
+    _, body, log = invoke(lam, name, {})
+    assert int(body) == 10240
+    assert report(log)["memory"] == "10240"
