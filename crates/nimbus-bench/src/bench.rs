@@ -80,7 +80,10 @@ fn settings(o: &Options) -> Result<Settings> {
         None => {
             let v = output_of(
                 "python3",
-                &["-c", "import sys; print('python3.%d' % sys.version_info[1])"],
+                &[
+                    "-c",
+                    "import sys; print('python3.%d' % sys.version_info[1])",
+                ],
             )?;
             v.trim().to_string()
         }
@@ -105,7 +108,10 @@ fn settings(o: &Options) -> Result<Settings> {
         duration: Duration::from_secs_f64(secs),
         rounds: if o.quick { 2 } else { 4 },
         warmup: Duration::from_millis(if o.quick { 500 } else { 1500 }),
-        cold_samples: o.cold_samples.unwrap_or(if o.quick { 6 } else { 20 }).max(1),
+        cold_samples: o
+            .cold_samples
+            .unwrap_or(if o.quick { 6 } else { 20 })
+            .max(1),
         python_runtime,
         node_runtime,
     })
@@ -157,9 +163,7 @@ async fn bench(s: &Settings, o: &Options) -> Result<Report> {
     echo_cmd.arg("echo-server");
     let mut echo = Server::spawn(echo_cmd, crate::echo::READY, Duration::from_secs(10))?;
 
-    let data = tempfile::Builder::new()
-        .prefix("nimbus-bench-")
-        .tempdir()?;
+    let data = tempfile::Builder::new().prefix("nimbus-bench-").tempdir()?;
     let log_path = data.path().join("nimbus.log");
     let mut nimbus_cmd = Command::new(&s.nimbus);
     nimbus_cmd
@@ -227,7 +231,12 @@ async fn measure(
     progress("creating functions");
     let functions: [(&str, &str, &str, &Vec<u8>); 4] = [
         (FN_PROVIDED, "provided.al2023", "bootstrap", provided_zip),
-        (FN_PYTHON, &s.python_runtime, "lambda_function.handler", python_zip),
+        (
+            FN_PYTHON,
+            &s.python_runtime,
+            "lambda_function.handler",
+            python_zip,
+        ),
         (
             FN_PYTHON_COLD,
             &s.python_runtime,
@@ -261,10 +270,10 @@ async fn measure(
             _ => {}
         }
     }
-    let python = python.context(
-        "no Python environment found among nimbus's children; pass --python PATH",
-    )?;
-    let node = node.context("no Node environment found among nimbus's children; pass --node PATH")?;
+    let python = python
+        .context("no Python environment found among nimbus's children; pass --python PATH")?;
+    let node =
+        node.context("no Node environment found among nimbus's children; pass --node PATH")?;
     let python_version = output_of(&python, &["--version"]).unwrap_or_default();
     let node_version = output_of(&node, &["--version"]).unwrap_or_default();
 
@@ -283,7 +292,15 @@ async fn measure(
         &["-c", "pass"],
     )
     .await?;
-    let cold_node = cold_phase(s, &mut ctl, FN_NODE_COLD, &s.node_runtime, &node, &["-e", "0"]).await?;
+    let cold_node = cold_phase(
+        s,
+        &mut ctl,
+        FN_NODE_COLD,
+        &s.node_runtime,
+        &node,
+        &["-e", "0"],
+    )
+    .await?;
 
     progress("memory of idle warm environments");
     let envs = env_memory(&mut ctl, nimbus_pid).await?;
@@ -410,7 +427,13 @@ async fn warm_phase(s: &Settings, nimbus: SocketAddr, echo: SocketAddr) -> Resul
         CLIENTS[CLIENTS.len() - 1]
     ));
     for (_, t) in &targets {
-        let r = load::run(t, CLIENTS[CLIENTS.len() - 1], s.warmup, MAX_REQUESTS_PER_SLICE).await?;
+        let r = load::run(
+            t,
+            CLIENTS[CLIENTS.len() - 1],
+            s.warmup,
+            MAX_REQUESTS_PER_SLICE,
+        )
+        .await?;
         if r.errors > 0 {
             bail!(
                 "warm-up against {} failed: {}",

@@ -93,7 +93,9 @@ pub(crate) async fn run(
             };
             while Instant::now() < deadline && take_one(&budget) {
                 let t0 = Instant::now();
-                let result = conn.send(Method::POST, &target.path, &[], body.clone()).await;
+                let result = conn
+                    .send(Method::POST, &target.path, &[], body.clone())
+                    .await;
                 let took = t0.elapsed();
                 let failure = match result {
                     Ok(resp) if resp.is_success() => {
@@ -134,4 +136,42 @@ fn take_one(budget: &AtomicU64) -> bool {
     budget
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()
+}
+
+/// `nimbus-bench load URL`: one load run, printed.
+pub(crate) fn standalone(url: &str, clients: usize, secs: f64) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("{url}: only http:// URLs"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let target = Target {
+        addr: host.parse()?,
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(run(
+        &target,
+        clients.max(1),
+        Duration::from_secs_f64(secs),
+        u64::MAX,
+    ))?;
+    let lat = crate::stats::Samples::from_nanos(&r.latencies_ns);
+    println!(
+        "{} requests, {} errors, p50 {:.3} ms, p99 {:.3} ms, {:.0} req/s{}",
+        lat.len(),
+        r.errors,
+        lat.median().unwrap_or(0.0),
+        lat.pct(99.0).unwrap_or(0.0),
+        r.throughput(),
+        r.first_error
+            .map(|e| format!(" (first error: {e})"))
+            .unwrap_or_default()
+    );
+    Ok(())
 }

@@ -42,6 +42,17 @@ enum Command {
     /// itself as a separate process).
     #[command(hide = true)]
     EchoServer,
+    /// Only the load generator, against a running server (for profiling):
+    /// prints p50/p99 and throughput.
+    #[command(hide = true)]
+    Load {
+        /// A loopback URL, e.g. http://127.0.0.1:9070/2015-03-31/functions/f/invocations
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
 }
 
 /// What to run and for how long.
@@ -90,6 +101,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::EchoServer) => echo::serve(),
+        Some(Command::Load {
+            url,
+            clients,
+            duration,
+        }) => load::standalone(&url, clients, duration),
         None => bench::run(cli.options),
     };
     match result {
