@@ -135,3 +135,30 @@ def test_account_concurrency_limit(own_server):
     _, body, _ = invoke(lam, "busy", {}, tail=False)
     assert isinstance(body, int)
     assert srv.stop() == 0
+
+
+def test_sigterm_lets_the_invocation_in_flight_finish(own_server):
+    srv = own_server()
+    lam = srv.client()
+    lam.create_function(FunctionName="inflight", Runtime=PY_RUNTIME, Role=ROLE,
+                        Handler="lambda_function.lambda_handler", Timeout=10,
+                        Code={"ZipFile": make_zip({"lambda_function.py": SLEEPER})})
+    pid = invoke(lam, "inflight", {}, tail=False)[1]
+    out = {}
+
+    def run():
+        try:
+            out["result"] = invoke(lam, "inflight", {"sleep": 2}, tail=False)
+        except Exception as e:  # noqa: BLE001 - asserted below
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.7)
+    started = time.monotonic()
+    assert srv.stop(timeout=30) == 0
+    t.join(30)
+    assert "error" not in out, out.get("error")
+    resp, body, _ = out["result"]
+    assert "FunctionError" not in resp and body == pid
+    assert time.monotonic() - started < 15
