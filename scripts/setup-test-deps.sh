@@ -5,7 +5,7 @@
 # Needed: python3 with pytest, pytest-timeout and boto3; the AWS CLI (v1,
 # `aws`); curl (a provided.al2023 test speaks the Runtime API with it; the test
 # falls back to python when curl is missing, but the suite is meant to run
-# both). Optional, tested when present: node (nodejs runtime).
+# both); node (the nodejs runtime tests).
 #
 # Debian 12 machines of this kind have a pyenv Python with boto3 and awscli;
 # on a bare Debian 12 the system python3 is "externally managed" (PEP 668),
@@ -77,6 +77,7 @@ if ! command -v aws >/dev/null; then
 fi
 
 command -v curl >/dev/null || apt_install curl
+command -v node >/dev/null || apt_install nodejs
 
 # Sanity check: everything imports now.
 "$PY" -c 'import pytest, pytest_timeout, boto3' >/dev/null

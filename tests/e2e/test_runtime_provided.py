@@ -4,7 +4,6 @@ runtime interface clients, unmodified: awslambdaric (PyPI) and the Rust
 `lambda_runtime` crate (tests/fixtures/rust-echo)."""
 
 import os
-import shutil
 import zipfile
 
 import pytest
@@ -77,7 +76,6 @@ def _check_echo_and_fail(lam, name, ok_key, fail_type, fail_message, cold=True):
     return log
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_shell_bootstrap_with_curl(lam, functions):
     name = unique("shell")
     functions.create(make_zip({"bootstrap": CURL_BOOTSTRAP}, executable={"bootstrap"}),
