@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use crate::Options;
 use crate::client::Conn;
 use crate::load::{self, EVENT, LoadResult, Target};
-use crate::procs::{self, Server};
+use crate::procs::{self, CpuSnapshot, Server};
 use crate::report::{ColdRow, EnvMemory, Meta, Report, WarmRow, WarmTarget};
 use crate::stats::Samples;
 
@@ -184,15 +184,13 @@ async fn bench(s: &Settings, o: &Options) -> Result<Report> {
     let server_idle = procs::rss(nimbus.pid());
     let echo_idle = procs::rss(echo.pid());
 
-    let result = measure(
-        s,
-        o,
-        nimbus.pid(),
-        nimbus_addr,
-        echo_addr,
-        [&provided_zip, &python_zip, &node_zip],
-    )
-    .await;
+    let servers = Servers {
+        nimbus_pid: nimbus.pid(),
+        nimbus: nimbus_addr,
+        echo_pid: echo.pid(),
+        echo: echo_addr,
+    };
+    let result = measure(s, o, &servers, [&provided_zip, &python_zip, &node_zip]).await;
     let server_after = procs::rss(nimbus.pid());
     nimbus.stop(Duration::from_secs(10));
     echo.stop(Duration::from_secs(2));
@@ -219,15 +217,22 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The two servers under test.
+struct Servers {
+    nimbus_pid: u32,
+    nimbus: SocketAddr,
+    echo_pid: u32,
+    echo: SocketAddr,
+}
+
 async fn measure(
     s: &Settings,
     o: &Options,
-    nimbus_pid: u32,
-    nimbus: SocketAddr,
-    echo: SocketAddr,
+    servers: &Servers,
     [provided_zip, python_zip, node_zip]: [&Vec<u8>; 3],
 ) -> Result<Report> {
-    let mut ctl = Conn::connect(nimbus).await?;
+    let nimbus_pid = servers.nimbus_pid;
+    let mut ctl = Conn::connect(servers.nimbus).await?;
     progress("creating functions");
     let functions: [(&str, &str, &str, &Vec<u8>); 4] = [
         (FN_PROVIDED, "provided.al2023", "bootstrap", provided_zip),
@@ -277,7 +282,7 @@ async fn measure(
     let python_version = output_of(&python, &["--version"]).unwrap_or_default();
     let node_version = output_of(&node, &["--version"]).unwrap_or_default();
 
-    let warm = warm_phase(s, nimbus, echo).await?;
+    let warm = warm_phase(s, servers).await?;
 
     progress(format!(
         "cold starts: {} per runtime, interleaved with the interpreter floor",
@@ -397,28 +402,32 @@ async fn retire(ctl: &mut Conn, name: &str, tag: &str) -> Result<()> {
     Ok(())
 }
 
-async fn warm_phase(s: &Settings, nimbus: SocketAddr, echo: SocketAddr) -> Result<Vec<WarmRow>> {
+async fn warm_phase(s: &Settings, servers: &Servers) -> Result<Vec<WarmRow>> {
+    // (what, where, the process whose CPU time is the server's)
     let targets = [
         (
             WarmTarget::Echo,
             Target {
-                addr: echo,
+                addr: servers.echo,
                 path: invoke_path("echo"),
             },
+            servers.echo_pid,
         ),
         (
             WarmTarget::Provided,
             Target {
-                addr: nimbus,
+                addr: servers.nimbus,
                 path: invoke_path(FN_PROVIDED),
             },
+            servers.nimbus_pid,
         ),
         (
             WarmTarget::Python,
             Target {
-                addr: nimbus,
+                addr: servers.nimbus,
                 path: invoke_path(FN_PYTHON),
             },
+            servers.nimbus_pid,
         ),
     ];
     progress(format!(
@@ -426,7 +435,7 @@ async fn warm_phase(s: &Settings, nimbus: SocketAddr, echo: SocketAddr) -> Resul
         s.warmup.as_secs_f64(),
         CLIENTS[CLIENTS.len() - 1]
     ));
-    for (_, t) in &targets {
+    for (_, t, _) in &targets {
         let r = load::run(
             t,
             CLIENTS[CLIENTS.len() - 1],
@@ -451,15 +460,20 @@ async fn warm_phase(s: &Settings, nimbus: SocketAddr, echo: SocketAddr) -> Resul
             slice.as_secs_f64()
         ));
         let mut results: Vec<LoadResult> = vec![LoadResult::default(); targets.len()];
+        let mut cpu = [CpuSnapshot::default(); 3];
         for round in 0..s.rounds as usize {
             // Rotate the order so no target always follows the same one.
             for k in 0..targets.len() {
                 let i = (k + round) % targets.len();
-                let r = load::run(&targets[i].1, clients, slice, MAX_REQUESTS_PER_SLICE).await?;
+                let (_, target, pid) = &targets[i];
+                let before = CpuSnapshot::take(*pid);
+                let r = load::run(target, clients, slice, MAX_REQUESTS_PER_SLICE).await?;
+                cpu[i].add(&before.until(&CpuSnapshot::take(*pid)));
                 results[i].merge(r);
             }
         }
-        for ((target, _), result) in targets.iter().zip(results) {
+        for (((target, _, _), result), cpu) in targets.iter().zip(results).zip(cpu) {
+            let n = result.latencies_ns.len().max(1) as f64;
             rows.push(WarmRow {
                 target: *target,
                 clients,
@@ -467,6 +481,7 @@ async fn warm_phase(s: &Settings, nimbus: SocketAddr, echo: SocketAddr) -> Resul
                 throughput: result.throughput(),
                 errors: result.errors,
                 first_error: result.first_error,
+                cpu_us_per_request: [cpu.server, cpu.children, cpu.harness].map(|c| c * 1e6 / n),
             });
         }
     }

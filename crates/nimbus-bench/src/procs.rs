@@ -177,3 +177,56 @@ pub(crate) fn kind_of(exe: &Path) -> &'static str {
         "other"
     }
 }
+
+/// Clock ticks per second of the utime/stime fields in /proc/PID/stat
+/// (USER_HZ, 100 on every mainstream Linux architecture).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system, all threads) a process has used so far, in
+/// seconds; 0 if it is gone.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After "(comm)": state is field 3, utime 14 and stime 15 (1-based).
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / USER_HZ
+}
+
+/// CPU seconds of a server, of its children (execution environments), and
+/// of this process (the load generator), at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuSnapshot {
+    pub(crate) server: f64,
+    pub(crate) children: f64,
+    pub(crate) harness: f64,
+}
+
+impl CpuSnapshot {
+    pub(crate) fn take(server: u32) -> Self {
+        Self {
+            server: cpu_seconds(server),
+            children: children(server).into_iter().map(cpu_seconds).sum(),
+            harness: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// `later - self`, componentwise.
+    pub(crate) fn until(&self, later: &CpuSnapshot) -> CpuSnapshot {
+        CpuSnapshot {
+            server: (later.server - self.server).max(0.0),
+            children: (later.children - self.children).max(0.0),
+            harness: (later.harness - self.harness).max(0.0),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &CpuSnapshot) {
+        self.server += other.server;
+        self.children += other.children;
+        self.harness += other.harness;
+    }
+}

@@ -52,6 +52,9 @@ pub(crate) struct WarmRow {
     pub(crate) throughput: f64,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
+    /// CPU time per successful request, in µs: the server process, its
+    /// children (execution environments), and the load generator.
+    pub(crate) cpu_us_per_request: [f64; 3],
 }
 
 #[derive(Debug)]
@@ -262,6 +265,34 @@ impl Report {
                     over,
                     r.latency.len(),
                     r.errors
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nWhere the CPU goes: CPU time (user + system, from /proc/PID/stat, 10 ms \
+             ticks) per successful request, in µs, during the same measurement. \
+             \"Server\" is nimbus (or the echo server for the floor), \"environments\" \
+             the function's runtime processes, \"load generator\" this harness. With \
+             2 vCPUs, 2 s of CPU per second is the ceiling, so throughput is at most \
+             2e6 / total.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| Target | Clients | Server µs/req | Environments µs/req | Load generator µs/req | Total µs/req |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+        for clients in CLIENTS {
+            for t in [WarmTarget::Echo, WarmTarget::Provided, WarmTarget::Python] {
+                let Some(r) = self.warm(t, clients) else {
+                    continue;
+                };
+                let [srv, env, gen_] = r.cpu_us_per_request;
+                let _ = writeln!(
+                    o,
+                    "| {} | {clients} | {srv:.0} | {env:.0} | {gen_:.0} | {:.0} |",
+                    self.label(t),
+                    srv + env + gen_
                 );
             }
         }
