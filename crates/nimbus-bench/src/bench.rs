@@ -171,6 +171,7 @@ async fn bench(s: &Settings, o: &Options) -> Result<Report> {
         .arg(data.path().join("data"))
         // Nothing may be reaped or throttled during the run.
         .args(["--keep-alive", "3600", "--concurrency", "128"])
+        .args(&o.serve_arg)
         .env("NIMBUS_ACCESS_KEY_ID", "AKIDNIMBUSBENCH")
         .env("NIMBUS_SECRET_ACCESS_KEY", "nimbus-bench-secret")
         .stderr(std::fs::File::create(&log_path)?);

@@ -92,6 +92,11 @@ pub(crate) struct Options {
     /// --version`, e.g. nodejs20.x].
     #[arg(long, value_name = "ID")]
     pub(crate) node_runtime: Option<String>,
+    /// Extra argument for `nimbus serve` (repeatable), e.g.
+    /// `--serve-arg=--runtime=python3.11=/usr/bin/python3.11` to benchmark
+    /// another interpreter.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) serve_arg: Vec<String>,
     /// Also write the report to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
