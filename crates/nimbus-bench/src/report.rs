@@ -179,7 +179,7 @@ impl Report {
         let _ = writeln!(o, "# nimbus benchmark report\n");
         let _ = writeln!(
             o,
-            "- Command: `cargo run --release -p nimbus-bench --{}{}`",
+            "- Command: `nimbus-bench{}{}` (`cargo run --release -p nimbus-bench --` takes the same arguments)",
             if args.is_empty() { "" } else { " " },
             args.join(" ")
         );
