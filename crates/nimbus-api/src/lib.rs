@@ -6,6 +6,7 @@
 //!   the legacy `invoke-async`), in the `lambda` module;
 //! - the CloudWatch Logs JSON 1.1 API (`POST /` with
 //!   `X-Amz-Target: Logs_20140328.*`), in the `logs` module;
+//! - SigV4 authentication of all of the above (module `auth`);
 //! - nimbus's own endpoints under `/_nimbus/`: health, and presigned
 //!   downloads of deployment packages (GetFunction's `Code.Location`).
 //!
@@ -13,6 +14,7 @@
 //! store; results and [`nimbus_core::LambdaError`]s become AWS-shaped
 //! responses. Internal error detail is logged, never sent.
 
+mod auth;
 mod code;
 mod error;
 mod lambda;
@@ -26,6 +28,7 @@ use axum::routing::{get, post};
 use nimbus_lambda::LambdaService;
 use nimbus_store::Store;
 
+pub use auth::Keys;
 pub use error::ApiError;
 
 /// What the handlers share.
@@ -35,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Key that signs `Code.Location` URLs.
     pub url_key: Arc<[u8]>,
+    /// The access keys SigV4 signatures are checked against.
+    pub keys: Keys,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(aws_json_dispatch))
         .merge(lambda::routes())
         .fallback(error::unknown_operation)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         // Bodies are read by the handlers with their own, AWS-shaped limits.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -172,8 +172,8 @@ async fn bench(s: &Settings, o: &Options) -> Result<Report> {
         // Nothing may be reaped or throttled during the run.
         .args(["--keep-alive", "3600", "--concurrency", "128"])
         .args(&o.serve_arg)
-        .env("NIMBUS_ACCESS_KEY_ID", "AKIDNIMBUSBENCH")
-        .env("NIMBUS_SECRET_ACCESS_KEY", "nimbus-bench-secret")
+        .env("NIMBUS_ACCESS_KEY_ID", crate::client::ACCESS_KEY_ID)
+        .env("NIMBUS_SECRET_ACCESS_KEY", crate::client::SECRET_ACCESS_KEY)
         .stderr(std::fs::File::create(&log_path)?);
     let mut nimbus = Server::spawn(nimbus_cmd, "nimbus ready on ", Duration::from_secs(60))
         .with_context(|| format!("nimbus log: {}", read_log(&log_path)))?;

@@ -172,6 +172,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         println!("  AWS_ACCESS_KEY_ID={}", credentials.access_key_id);
         println!("  AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
     }
+    let credentials_for_keys = credentials.clone();
     let overrides = parse_runtime_overrides(&args.runtimes)?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("nimbus.db"))
@@ -208,6 +209,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         },
         log_tx,
     )?;
+    let account_id = args.account_id.clone();
     let identity = Identity {
         region: args.region,
         account_id: args.account_id,
@@ -218,13 +220,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             .await??
     };
     let lambda = Arc::new(lambda);
-    let url_key = lambda.server_setting("code-url-key", || {
-        hex::encode(random_bytes::<32>().unwrap_or([7; 32]))
-    })?;
+    let fresh_key = hex::encode(random_bytes::<32>()?);
+    let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
+    let keys: nimbus_api::Keys = Arc::new(RootKeys {
+        access_key_id: credentials_for_keys.access_key_id,
+        secret_access_key: credentials_for_keys.secret_access_key,
+        principal: format!("arn:aws:iam::{account_id}:root"),
+    });
     let app = nimbus_api::router(AppState {
         lambda: lambda.clone(),
         store,
         url_key: url_key.into_bytes().into(),
+        keys,
     });
     println!(
         "nimbus ready on http://{local} (data in {})",
@@ -240,6 +247,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     // The log writer ends when the last sender (the engine's) is gone.
     let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
     Ok(())
+}
+
+/// The keys requests are verified against: the root's, until IAM users
+/// and roles exist.
+struct RootKeys {
+    access_key_id: String,
+    secret_access_key: String,
+    principal: String,
+}
+
+impl nimbus_auth::KeyStore for RootKeys {
+    fn lookup(&self, access_key_id: &str) -> Option<nimbus_auth::Credential> {
+        (access_key_id == self.access_key_id).then(|| nimbus_auth::Credential {
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: None,
+            principal: self.principal.clone(),
+        })
+    }
 }
 
 async fn shutdown_signal() {

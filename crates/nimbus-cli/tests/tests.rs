@@ -545,3 +545,178 @@ async fn the_account_concurrency_limit_throttles_and_idle_environments_scale_to_
         "idle environment was stopped: {log}"
     );
 }
+
+/// Sends one raw HTTP request to the server and returns status, error type
+/// header and body.
+async fn raw_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let error_type = text
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-amzn-errortype")
+                .then(|| value.to_string())
+        })
+        .unwrap_or_default();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, error_type.trim().to_string(), body)
+}
+
+/// Headers of a POST signed with `(key, secret)` for `region` at `amz_date`.
+fn signed_headers(
+    url: &str,
+    path: &str,
+    body: &[u8],
+    (key, secret): (&str, &str),
+    region: &str,
+    amz_date: &str,
+) -> Vec<(String, String)> {
+    let method = "POST";
+    let host = url.trim_start_matches("http://").to_string();
+    let hash = nimbus_auth::payload_sha256(body);
+    let base = [("host", host.as_str())];
+    let parts = nimbus_auth::RequestParts {
+        method,
+        path,
+        query: "",
+        headers: &base,
+        payload_hash: &hash,
+    };
+    let mut headers = vec![("host".to_string(), host.clone())];
+    headers.extend(nimbus_auth::sign_request(
+        &parts, key, secret, region, "lambda", amz_date,
+    ));
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_is_authenticated_with_sigv4() {
+    let server = Server::start().await;
+    create_hello(&server, "guarded").await;
+    let path = "/2015-03-31/functions/guarded/invocations";
+    let body = br#"{"key1":"a","key2":"b","key3":"c"}"#;
+    let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let (key, secret) = support::ROOT_KEYS;
+
+    let good = signed_headers(&server.url, path, body, (key, secret), "us-east-1", &now);
+    let (status, _, out) = raw_request(&server.url, "POST", path, &good, body).await;
+    assert_eq!(
+        (status, out.as_str()),
+        (200, r#""a""#),
+        "a correctly signed request runs"
+    );
+
+    let host = vec![(
+        "host".to_string(),
+        server.url.trim_start_matches("http://").to_string(),
+    )];
+    let (status, code, _) = raw_request(&server.url, "POST", path, &host, body).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "MissingAuthenticationTokenException")
+    );
+
+    let wrong_secret = signed_headers(
+        &server.url,
+        path,
+        body,
+        (key, "not-the-secret"),
+        "us-east-1",
+        &now,
+    );
+    let (status, code, _) = raw_request(&server.url, "POST", path, &wrong_secret, body).await;
+    assert_eq!((status, code.as_str()), (403, "InvalidSignatureException"));
+
+    let unknown = signed_headers(
+        &server.url,
+        path,
+        body,
+        ("AKIDUNKNOWN", secret),
+        "us-east-1",
+        &now,
+    );
+    let (status, code, _) = raw_request(&server.url, "POST", path, &unknown, body).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "UnrecognizedClientException")
+    );
+
+    let (status, code, _) = raw_request(
+        &server.url,
+        "POST",
+        path,
+        &good,
+        br#"{"key1":"tampered!!!!!!!!!!!!!!!!"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "InvalidSignatureException"),
+        "a changed body breaks the signature"
+    );
+
+    let old = (chrono::Utc::now() - chrono::Duration::minutes(20))
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let stale = signed_headers(&server.url, path, body, (key, secret), "us-east-1", &old);
+    let (status, code, msg) = raw_request(&server.url, "POST", path, &stale, body).await;
+    assert_eq!((status, code.as_str()), (403, "InvalidSignatureException"));
+    assert!(msg.contains("Signature expired"), "{msg}");
+
+    let elsewhere = signed_headers(&server.url, path, body, (key, secret), "eu-west-1", &now);
+    let (status, code, _) = raw_request(&server.url, "POST", path, &elsewhere, body).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "InvalidSignatureException"),
+        "credentials scoped to another region"
+    );
+
+    // The SDK with a wrong secret gets the same, and the server goes on serving.
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&server.url)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            key, "wrong", None, None, "test",
+        ))
+        .load()
+        .await;
+    let bad = aws_sdk_lambda::Client::new(&config)
+        .list_functions()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&bad), "InvalidSignatureException");
+    assert_eq!(
+        server
+            .lambda()
+            .list_functions()
+            .send()
+            .await
+            .unwrap()
+            .functions()
+            .len(),
+        1
+    );
+}

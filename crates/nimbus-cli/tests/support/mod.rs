@@ -21,6 +21,8 @@ def lambda_handler(event, context):
 
 const KEY: &str = "AKIDNIMBUSTEST";
 const SECRET: &str = "nimbus-test-secret";
+/// The root access key and secret every test server starts with.
+pub const ROOT_KEYS: (&str, &str) = (KEY, SECRET);
 
 pub struct Server {
     child: Option<Child>,

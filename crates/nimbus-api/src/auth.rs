@@ -1,0 +1,186 @@
+//! SigV4 authentication of every AWS-compatible request, as middleware in
+//! front of all routes but nimbus's own `/_nimbus/` ones (health, and the
+//! HMAC-presigned code downloads, which carry their own signature).
+//!
+//! The body is read first (SigV4 signs its hash), then put back for the
+//! handler. The verified principal travels in the request's extensions.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use nimbus_auth::{AuthError, KeyStore, PathMode, RequestParts, Verified};
+use nimbus_core::limits;
+
+use crate::AppState;
+use crate::error::request_id;
+
+/// Keys nimbus accepts, for the middleware.
+pub type Keys = Arc<dyn KeyStore + Send + Sync>;
+
+/// The largest body any operation takes (CreateFunction's base64 package);
+/// handlers apply their own, smaller limits with their own errors.
+const MAX_BODY: usize = limits::CODE_REQUEST_MAX + 1024 * 1024;
+
+/// Which protocol family an error must be shaped for.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// REST-JSON (Lambda): 403, `x-amzn-ErrorType`, `{"message"}`.
+    RestJson,
+    /// JSON 1.1 (CloudWatch Logs): 400, `{"__type", "message"}`.
+    Json,
+}
+
+/// The service a request is for, from its path or `X-Amz-Target`, which
+/// its credential scope must name.
+fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
+    let path = req.uri().path();
+    if let Some(target) = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        if target.starts_with("Logs_20140328.") {
+            return (Some("logs"), Protocol::Json);
+        }
+        return (None, Protocol::Json);
+    }
+    let lambda_versions = [
+        "/2014-11-13/",
+        "/2015-03-31/",
+        "/2016-08-19/",
+        "/2017-03-31/",
+        "/2017-10-31/",
+        "/2019-09-25/",
+        "/2019-09-30/",
+        "/2021-10-31/",
+    ];
+    if lambda_versions.iter().any(|v| path.starts_with(v)) {
+        return (Some("lambda"), Protocol::RestJson);
+    }
+    (None, Protocol::RestJson)
+}
+
+fn reject(protocol: Protocol, code: &'static str, message: &str) -> Response {
+    let (status, body, content_type) = match protocol {
+        Protocol::RestJson => (
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"Type": "User", "message": message}),
+            "application/json",
+        ),
+        Protocol::Json => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"__type": code, "message": message}),
+            "application/x-amz-json-1.1",
+        ),
+    };
+    let mut r = (
+        status,
+        [(http::header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(code));
+    r.headers_mut().insert("x-amzn-requestid", request_id());
+    r
+}
+
+fn code_of(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::Missing => "MissingAuthenticationTokenException",
+        AuthError::Incomplete(_) => "IncompleteSignatureException",
+        AuthError::UnknownKey | AuthError::BadToken => "UnrecognizedClientException",
+        AuthError::Mismatch | AuthError::Expired(_) => "InvalidSignatureException",
+    }
+}
+
+/// The middleware: verifies, then passes the request on with the body
+/// restored and the [`Verified`] principal attached.
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path().starts_with("/_nimbus/") {
+        return next.run(req).await;
+    }
+    let (service, protocol) = service_of(&req);
+    let (mut parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        let mut r = reject(
+            protocol,
+            "RequestEntityTooLargeException",
+            "Request must be smaller than the largest request any operation accepts",
+        );
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return r;
+    };
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+        .collect();
+    let content_hash = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok());
+    let computed;
+    let payload_hash = match content_hash {
+        // A literal (UNSIGNED-PAYLOAD, STREAMING-...) is signed as is; a
+        // hash must also match the body.
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            computed = nimbus_auth::payload_sha256(&body);
+            if !h.eq_ignore_ascii_case(&computed) {
+                return reject(
+                    protocol,
+                    "InvalidSignatureException",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                );
+            }
+            h
+        }
+        Some(h) => h,
+        None => {
+            computed = nimbus_auth::payload_sha256(&body);
+            &computed
+        }
+    };
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        payload_hash,
+    };
+    let verified = match nimbus_auth::verify(
+        &request,
+        PathMode::Normalized,
+        chrono::Utc::now(),
+        state.keys.as_ref(),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(path = %parts.uri.path(), "authentication failed: {e}");
+            return reject(protocol, code_of(&e), &e.to_string());
+        }
+    };
+    if verified.region != state.lambda.identity().region {
+        let msg = format!(
+            "Credential should be scoped to a valid region, not '{}'. ",
+            verified.region
+        );
+        return reject(protocol, "InvalidSignatureException", &msg);
+    }
+    if let Some(expected) = service
+        && verified.service != expected
+    {
+        let msg = format!("Credential should be scoped to correct service: '{expected}'. ");
+        return reject(protocol, "InvalidSignatureException", &msg);
+    }
+    parts.extensions.insert::<Verified>(verified);
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
