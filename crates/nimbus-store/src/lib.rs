@@ -133,6 +133,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Vec<LogStreamInfo>>>;
     fn query_log_events(&self, query: &LogQuery) -> StoreResult<Vec<StoredLogEvent>>;
     fn delete_log_group(&self, group: &str) -> StoreResult<bool>;
+
+    /// A JSON document of a service's own state (IAM users, roles,
+    /// policies, access keys), by namespace and key.
+    fn get_doc(&self, ns: &str, key: &str) -> StoreResult<Option<String>>;
+    /// Writes (creates or replaces) a document.
+    fn put_doc(&self, ns: &str, key: &str, doc: &str) -> StoreResult<()>;
+    /// Removes a document; `false` if there was none.
+    fn delete_doc(&self, ns: &str, key: &str) -> StoreResult<bool>;
+    /// Every document of a namespace as (key, doc), ordered by key.
+    fn list_docs(&self, ns: &str) -> StoreResult<Vec<(String, String)>>;
 }
 
 /// The behaviour every [`Store`] backend must have; each backend's tests call
@@ -250,5 +260,24 @@ pub fn store_test_suite(store: &dyn Store) {
     let groups = store.list_log_groups(Some("/aws/lambda/")).unwrap();
     assert_eq!(groups.len(), 1);
     assert!(store.delete_log_group("/aws/lambda/x").unwrap());
+
+    assert_eq!(store.get_doc("iam.user", "bob").unwrap(), None);
+    store.put_doc("iam.user", "bob", r#"{"v":1}"#).unwrap();
+    store.put_doc("iam.user", "bob", r#"{"v":2}"#).unwrap();
+    store.put_doc("iam.user", "alice", "{}").unwrap();
+    store.put_doc("iam.role", "r", "{}").unwrap();
+    assert_eq!(
+        store.get_doc("iam.user", "bob").unwrap().as_deref(),
+        Some(r#"{"v":2}"#)
+    );
+    let users: Vec<String> = store
+        .list_docs("iam.user")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(users, ["alice", "bob"], "one namespace, ordered by key");
+    assert!(store.delete_doc("iam.user", "bob").unwrap());
+    assert!(!store.delete_doc("iam.user", "bob").unwrap());
     assert!(store.list_log_groups(None).unwrap().is_empty());
 }

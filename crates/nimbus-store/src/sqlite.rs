@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS log_events (
     FOREIGN KEY (group_name, stream_name) REFERENCES log_streams(group_name, name) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS log_events_by_group_time ON log_events (group_name, ts_ms);
+CREATE TABLE IF NOT EXISTS documents (
+    ns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+);
 ";
 
 /// The SQLite-backed [`Store`].
@@ -361,6 +367,45 @@ impl Store for SqliteStore {
             let n = tx.execute("DELETE FROM log_groups WHERE name = ?1", [group])?;
             tx.commit()?;
             Ok(n == 1)
+        })
+    }
+
+    fn get_doc(&self, ns: &str, key: &str) -> StoreResult<Option<String>> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT doc FROM documents WHERE ns = ?1 AND key = ?2")?
+                    .query_row(params![ns, key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    fn put_doc(&self, ns: &str, key: &str, doc: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO documents (ns, key, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(ns, key) DO UPDATE SET doc = excluded.doc",
+            )?
+            .execute(params![ns, key, doc])?;
+            Ok(())
+        })
+    }
+
+    fn delete_doc(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM documents WHERE ns = ?1 AND key = ?2",
+                params![ns, key],
+            )? == 1)
+        })
+    }
+
+    fn list_docs(&self, ns: &str) -> StoreResult<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT key, doc FROM documents WHERE ns = ?1 ORDER BY key")?;
+            let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 }
