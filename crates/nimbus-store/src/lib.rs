@@ -11,14 +11,17 @@
 //! Everything a caller is told was stored is on disk (fsynced) first.
 
 mod blobs;
+mod retention;
 mod sqlite;
 mod unzip;
+mod usage;
 
 use nimbus_core::FunctionSpec;
 
 pub use blobs::BlobStore;
 pub use sqlite::SqliteStore;
 pub use unzip::{UnzipError, UnzipLimits, unpack_zip};
+pub use usage::{MB_MS_PER_GB_SECOND, UsageHour};
 
 /// An error of the storage layer; its detail is for the server log.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ pub struct LogGroupInfo {
     pub name: String,
     pub created_ms: i64,
     pub stored_bytes: i64,
+    /// `retentionInDays`; `None` keeps events forever.
+    pub retention_days: Option<u32>,
 }
 
 /// A query over one group's events (GetLogEvents / FilterLogEvents).
@@ -133,6 +138,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Vec<LogStreamInfo>>>;
     fn query_log_events(&self, query: &LogQuery) -> StoreResult<Vec<StoredLogEvent>>;
     fn delete_log_group(&self, group: &str) -> StoreResult<bool>;
+    /// Sets (`Some(days)`) or removes (`None`) a group's retention; `false`
+    /// if the group does not exist.
+    fn put_log_retention(&self, group: &str, days: Option<u32>) -> StoreResult<bool>;
+    /// Deletes the events older than their group's retention as of
+    /// `now_ms` and updates the streams' stored bytes; returns how many.
+    fn expire_log_events(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// Adds increments to the hourly usage rollups: an upsert per
+    /// (function, hour), all in one transaction.
+    fn record_usage(&self, rows: &[UsageHour]) -> StoreResult<()>;
+    /// The rollups of hours starting at or after `since_s` (epoch seconds),
+    /// of one function or all, ordered by hour, then function.
+    fn usage_since(&self, since_s: i64, function: Option<&str>) -> StoreResult<Vec<UsageHour>>;
 
     /// A JSON document of a service's own state (IAM users, roles,
     /// policies, access keys), by namespace and key.
@@ -280,4 +298,7 @@ pub fn store_test_suite(store: &dyn Store) {
     assert!(store.delete_doc("iam.user", "bob").unwrap());
     assert!(!store.delete_doc("iam.user", "bob").unwrap());
     assert!(store.list_log_groups(None).unwrap().is_empty());
+
+    retention::test_suite(store);
+    usage::test_suite(store);
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
     LogAppend, LogEvent, LogGroupInfo, LogQuery, LogStreamInfo, Store, StoreError, StoreResult,
-    StoredLogEvent,
+    StoredLogEvent, UsageHour,
 };
 
 const SCHEMA: &str = "
@@ -93,6 +93,8 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::retention::SCHEMA)?;
+        conn.execute_batch(crate::usage::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             log_conn: None,
@@ -269,7 +271,8 @@ impl Store for SqliteStore {
     fn list_log_groups(&self, prefix: Option<&str>) -> StoreResult<Vec<LogGroupInfo>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT g.name, g.created_ms, COALESCE(SUM(s.stored_bytes), 0)
+                "SELECT g.name, g.created_ms, COALESCE(SUM(s.stored_bytes), 0),
+                    (SELECT days FROM log_retention r WHERE r.group_name = g.name)
                  FROM log_groups g LEFT JOIN log_streams s ON s.group_name = g.name
                  WHERE substr(g.name, 1, length(?1)) = ?1
                  GROUP BY g.name ORDER BY g.name",
@@ -279,6 +282,7 @@ impl Store for SqliteStore {
                     name: r.get(0)?,
                     created_ms: r.get(1)?,
                     stored_bytes: r.get(2)?,
+                    retention_days: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -368,6 +372,27 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(n == 1)
         })
+    }
+
+    fn put_log_retention(&self, group: &str, days: Option<u32>) -> StoreResult<bool> {
+        self.with(|c| crate::retention::put(c, group, days))
+    }
+
+    fn expire_log_events(&self, now_ms: i64) -> StoreResult<u64> {
+        // Deletions are housekeeping like the appends they undo: on the
+        // log connection, in turn with the log writer.
+        self.with_log_conn(|c| crate::retention::expire(c, now_ms))
+    }
+
+    fn record_usage(&self, rows: &[UsageHour]) -> StoreResult<()> {
+        // Written after the response, like logs: the log connection's
+        // synchronous=NORMAL survives a crash of nimbus, and no fsync per
+        // batch competes with control-plane writes.
+        self.with_log_conn(|c| crate::usage::record(c, rows))
+    }
+
+    fn usage_since(&self, since_s: i64, function: Option<&str>) -> StoreResult<Vec<UsageHour>> {
+        self.with(|c| crate::usage::since(c, since_s, function))
     }
 
     fn get_doc(&self, ns: &str, key: &str) -> StoreResult<Option<String>> {
