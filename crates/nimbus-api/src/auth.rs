@@ -32,12 +32,22 @@ enum Protocol {
     RestJson,
     /// JSON 1.1 (CloudWatch Logs): 400, `{"__type", "message"}`.
     Json,
+    /// Query (IAM, STS): 403 and an XML `ErrorResponse`.
+    Query,
 }
 
 /// The service a request is for, from its path or `X-Amz-Target`, which
 /// its credential scope must name.
 fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
     let path = req.uri().path();
+    let form = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form && path == "/" {
+        return (None, Protocol::Query);
+    }
     if let Some(target) = req
         .headers()
         .get("x-amz-target")
@@ -66,6 +76,7 @@ fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
 
 fn reject(protocol: Protocol, code: &'static str, message: &str) -> Response {
     let (status, body, content_type) = match protocol {
+        Protocol::Query => return crate::iam::auth_error(code, message),
         Protocol::RestJson => (
             StatusCode::FORBIDDEN,
             serde_json::json!({"Type": "User", "message": message}),

@@ -15,8 +15,10 @@
 //! responses. Internal error detail is logged, never sent.
 
 mod auth;
+mod authz;
 mod code;
 mod error;
+mod iam;
 mod lambda;
 mod logs;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub url_key: Arc<[u8]>,
     /// The access keys SigV4 signatures are checked against.
     pub keys: Keys,
+    /// IAM and STS.
+    pub iam: Arc<nimbus_iam::IamService>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,19 +70,32 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `POST /` carries the JSON-protocol services, told apart by
-/// `X-Amz-Target`.
+/// `X-Amz-Target`, and the query-protocol ones (IAM, STS), told apart by
+/// the service of the verified credential scope.
 async fn aws_json_dispatch(
     state: axum::extract::State<AppState>,
-    headers: http::HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> axum::response::Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    match target.split_once('.') {
-        Some(("Logs_20140328", op)) => logs::dispatch(state.0, op, body).await,
-        _ => error::unknown_operation().await,
+    let (parts, body) = req.into_parts();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let target = header("x-amz-target");
+    if let Some(("Logs_20140328", op)) = target.split_once('.') {
+        return logs::dispatch(state.0, op, body).await;
     }
+    if header("content-type").starts_with("application/x-www-form-urlencoded") {
+        // The auth middleware has read and put back the whole body already.
+        let form = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let verified = parts.extensions.get::<nimbus_auth::Verified>().cloned();
+        return iam::dispatch(state.0, verified, form).await;
+    }
+    error::unknown_operation().await
 }

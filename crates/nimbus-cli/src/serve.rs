@@ -222,16 +222,27 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let lambda = Arc::new(lambda);
     let fresh_key = hex::encode(random_bytes::<32>()?);
     let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
-    let keys: nimbus_api::Keys = Arc::new(RootKeys {
-        access_key_id: credentials_for_keys.access_key_id,
-        secret_access_key: credentials_for_keys.secret_access_key,
-        principal: format!("arn:aws:iam::{account_id}:root"),
-    });
+    let iam = {
+        let (store, creds) = (store.clone(), credentials_for_keys.clone());
+        tokio::task::spawn_blocking(move || {
+            nimbus_iam::IamService::open(
+                &account_id,
+                &creds.access_key_id,
+                &creds.secret_access_key,
+                store,
+            )
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("loading IAM state: {e}"))?
+    };
+    let iam = Arc::new(iam);
+    let keys: nimbus_api::Keys = iam.clone();
     let app = nimbus_api::router(AppState {
         lambda: lambda.clone(),
         store,
         url_key: url_key.into_bytes().into(),
         keys,
+        iam,
     });
     println!(
         "nimbus ready on http://{local} (data in {})",
@@ -247,24 +258,6 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     // The log writer ends when the last sender (the engine's) is gone.
     let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
     Ok(())
-}
-
-/// The keys requests are verified against: the root's, until IAM users
-/// and roles exist.
-struct RootKeys {
-    access_key_id: String,
-    secret_access_key: String,
-    principal: String,
-}
-
-impl nimbus_auth::KeyStore for RootKeys {
-    fn lookup(&self, access_key_id: &str) -> Option<nimbus_auth::Credential> {
-        (access_key_id == self.access_key_id).then(|| nimbus_auth::Credential {
-            secret_access_key: self.secret_access_key.clone(),
-            session_token: None,
-            principal: self.principal.clone(),
-        })
-    }
 }
 
 async fn shutdown_signal() {

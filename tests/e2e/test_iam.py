@@ -1,0 +1,206 @@
+"""IAM and STS through boto3 and the AWS CLI: users and access keys, roles
+with trust policies, managed (AWS and customer) and inline policies,
+GetCallerIdentity and AssumeRole, and that it all survives a restart."""
+
+import json
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import REGION, Server, error_code, unique
+
+LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+BASIC = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+
+
+def as_key(server, service, key_id, secret, token=None):
+    return boto3.client(service, endpoint_url=server.url, region_name=REGION,
+                        aws_access_key_id=key_id, aws_secret_access_key=secret,
+                        aws_session_token=token, config=Config(retries={"total_max_attempts": 1}))
+
+
+@pytest.fixture
+def iam(server):
+    return server.client("iam")
+
+
+@pytest.fixture
+def sts(server):
+    return server.client("sts")
+
+
+def test_users_and_access_keys(server, iam):
+    name = unique("user")
+    created = iam.create_user(UserName=name)["User"]
+    assert created["Arn"] == f"arn:aws:iam::000000000000:user/{name}"
+    assert created["UserId"].startswith("AIDA")
+    with pytest.raises(ClientError) as e:
+        iam.create_user(UserName=name)
+    assert error_code(e) == "EntityAlreadyExists"
+    assert name in [u["UserName"] for u in iam.list_users()["Users"]]
+
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    assert key["AccessKeyId"].startswith("AKIA") and len(key["SecretAccessKey"]) == 40
+    me = as_key(server, "sts", key["AccessKeyId"], key["SecretAccessKey"]).get_caller_identity()
+    assert me["Arn"] == created["Arn"] and me["UserId"] == created["UserId"]
+    assert me["Account"] == "000000000000"
+
+    iam.create_access_key(UserName=name)
+    with pytest.raises(ClientError) as e:
+        iam.create_access_key(UserName=name)
+    assert error_code(e) == "LimitExceeded"
+    listed = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
+    assert len(listed) == 2 and all(k["Status"] == "Active" for k in listed)
+
+    iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    with pytest.raises(ClientError) as e:
+        as_key(server, "sts", key["AccessKeyId"], key["SecretAccessKey"]).get_caller_identity()
+    assert error_code(e) in ("InvalidClientTokenId", "UnrecognizedClientException")
+
+    with pytest.raises(ClientError) as e:
+        iam.delete_user(UserName=name)
+    assert error_code(e) == "DeleteConflict"
+    for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"])
+    iam.delete_user(UserName=name)
+    with pytest.raises(ClientError) as e:
+        iam.get_user(UserName=name)
+    assert error_code(e) == "NoSuchEntity"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_roles_with_trust_and_attached_and_inline_policies(iam):
+    name = unique("role")
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST),
+                           Description="for lambda")["Role"]
+    assert role["Arn"] == f"arn:aws:iam::000000000000:role/{name}"
+    got = iam.get_role(RoleName=name)["Role"]
+    assert got["AssumeRolePolicyDocument"] == LAMBDA_TRUST, "the trust policy reads back as JSON"
+    assert got["Description"] == "for lambda"
+
+    iam.attach_role_policy(RoleName=name, PolicyArn=BASIC)
+    attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    assert attached == [{"PolicyName": "AWSLambdaBasicExecutionRole", "PolicyArn": BASIC}]
+    inline = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::photos/*"}]}
+    iam.put_role_policy(RoleName=name, PolicyName="read-photos", PolicyDocument=json.dumps(inline))
+    assert iam.list_role_policies(RoleName=name)["PolicyNames"] == ["read-photos"]
+    assert iam.get_role_policy(RoleName=name, PolicyName="read-photos")["PolicyDocument"] == inline
+
+    with pytest.raises(ClientError) as e:
+        iam.delete_role(RoleName=name)
+    assert error_code(e) == "DeleteConflict"
+    iam.detach_role_policy(RoleName=name, PolicyArn=BASIC)
+    iam.delete_role_policy(RoleName=name, PolicyName="read-photos")
+    iam.delete_role(RoleName=name)
+    with pytest.raises(ClientError) as e:
+        iam.get_role(RoleName=name)
+    assert error_code(e) == "NoSuchEntity"
+
+
+def test_aws_managed_policies_a_lambda_user_expects(iam):
+    for arn in [BASIC, "arn:aws:iam::aws:policy/AWSLambdaExecute",
+                "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess", "arn:aws:iam::aws:policy/AdministratorAccess"]:
+        p = iam.get_policy(PolicyArn=arn)["Policy"]
+        assert p["Arn"] == arn and p["DefaultVersionId"] == "v1"
+    doc = iam.get_policy_version(PolicyArn=BASIC, VersionId="v1")["PolicyVersion"]["Document"]
+    assert doc["Statement"][0]["Action"] == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+    aws = [p["PolicyName"] for p in iam.list_policies(Scope="AWS")["Policies"]]
+    assert "AWSLambdaBasicExecutionRole" in aws and "AmazonS3ReadOnlyAccess" in aws
+    with pytest.raises(ClientError) as e:
+        iam.delete_policy(PolicyArn=BASIC)
+    assert error_code(e) == "InvalidInput"
+
+
+def test_customer_managed_policy_versions(iam):
+    name = unique("pol")
+    doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}
+    p = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc), Description="invoke")["Policy"]
+    arn = p["Arn"]
+    assert arn == f"arn:aws:iam::000000000000:policy/{name}"
+    with pytest.raises(ClientError) as e:
+        iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc))
+    assert error_code(e) == "EntityAlreadyExists"
+    doc2 = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "lambda:*", "Resource": "*"}]}
+    v2 = iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(doc2), SetAsDefault=True)["PolicyVersion"]
+    assert v2["VersionId"] == "v2" and v2["IsDefaultVersion"] is True
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v2"
+    assert iam.get_policy_version(PolicyArn=arn, VersionId="v1")["PolicyVersion"]["Document"] == doc
+    for _ in range(3):
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(doc))
+    with pytest.raises(ClientError) as e:
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(doc))
+    assert error_code(e) == "LimitExceeded"
+    versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+    assert len(versions) == 5 and [v["VersionId"] for v in versions if v["IsDefaultVersion"]] == ["v2"]
+    with pytest.raises(ClientError) as e:
+        iam.delete_policy_version(PolicyArn=arn, VersionId="v2")
+    assert error_code(e) == "DeleteConflict"
+    iam.delete_policy_version(PolicyArn=arn, VersionId="v1")
+    with pytest.raises(ClientError) as e:
+        iam.create_policy(PolicyName=unique("bad"), PolicyDocument="{not json")
+    assert error_code(e) == "MalformedPolicyDocument"
+    iam.delete_policy(PolicyArn=arn)
+    with pytest.raises(ClientError) as e:
+        iam.get_policy(PolicyArn=arn)
+    assert error_code(e) == "NoSuchEntity"
+
+
+def test_assume_role_issues_working_temporary_credentials(server, iam, sts):
+    name = unique("assumable")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "sts:AssumeRole"}]}
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    out = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="tester", DurationSeconds=900)
+    creds = out["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA") and creds["SessionToken"]
+    assert out["AssumedRoleUser"]["Arn"] == f"arn:aws:sts::000000000000:assumed-role/{name}/tester"
+    me = as_key(server, "sts", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]).get_caller_identity()
+    assert me["Arn"] == out["AssumedRoleUser"]["Arn"]
+    with pytest.raises(ClientError) as e:
+        as_key(server, "sts", creds["AccessKeyId"], creds["SecretAccessKey"]).get_caller_identity()
+    assert error_code(e) in ("InvalidClientTokenId", "UnrecognizedClientException"), "the session token is required"
+
+    lambda_only = unique("lambdaonly")
+    r2 = iam.create_role(RoleName=lambda_only, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))["Role"]
+    with pytest.raises(ClientError) as e:
+        sts.assume_role(RoleArn=r2["Arn"], RoleSessionName="nope")
+    assert error_code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        sts.assume_role(RoleArn=role["Arn"], RoleSessionName="toolong", DurationSeconds=7200)
+    assert error_code(e) == "ValidationError"
+
+
+def test_iam_with_the_aws_cli(cli):
+    name = unique("cliuser")
+    out = cli.json("iam", "create-user", "--user-name", name)
+    assert out["User"]["UserName"] == name
+    out = cli.json("iam", "list-users")
+    assert name in [u["UserName"] for u in out["Users"]]
+    p = cli.run("iam", "get-user", "--user-name", name + "-missing", check=False)
+    assert p.returncode != 0 and "NoSuchEntity" in p.stderr
+    me = cli.json("sts", "get-caller-identity")
+    assert me["Arn"] == "arn:aws:iam::000000000000:root"
+    cli.run("iam", "delete-user", "--user-name", name)
+
+
+def test_iam_state_survives_a_restart(tmp_path):
+    srv = Server(tmp_path / "data").start()
+    try:
+        iam = srv.client("iam")
+        iam.create_user(UserName="keeper")
+        key = iam.create_access_key(UserName="keeper")["AccessKey"]
+        iam.create_role(RoleName="kept-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+        iam.attach_role_policy(RoleName="kept-role", PolicyArn=BASIC)
+        srv.stop()
+        srv.start()
+        iam = srv.client("iam")
+        assert iam.get_user(UserName="keeper")["User"]["UserName"] == "keeper"
+        assert iam.list_attached_role_policies(RoleName="kept-role")["AttachedPolicies"][0]["PolicyArn"] == BASIC
+        me = as_key(srv, "sts", key["AccessKeyId"], key["SecretAccessKey"]).get_caller_identity()
+        assert me["Arn"].endswith(":user/keeper"), "access keys keep working after a restart"
+    finally:
+        srv.kill()
