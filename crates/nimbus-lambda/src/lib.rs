@@ -8,8 +8,15 @@
 //! async and touches only memory on its hot path.
 
 mod logwriter;
+mod metering;
+mod retention;
 
 pub use logwriter::spawn_log_writer;
+pub use metering::{
+    DURATION_BUCKETS_S, FREE_TIER_GB_SECONDS, FREE_TIER_REQUESTS, FunctionMetrics, Histogram,
+    Metering, Prices, UsageReport, UsageTotals, spawn_usage_writer, usage_report,
+};
+pub use retention::spawn_retention_sweeper;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -78,6 +85,8 @@ pub struct LambdaService {
     live: RwLock<HashMap<String, Arc<Live>>>,
     /// Serialises control-plane writes so read-modify-write is atomic.
     writes: std::sync::Mutex<()>,
+    /// Counts every invocation (see `metering`).
+    metering: Arc<Metering>,
 }
 
 impl std::fmt::Debug for LambdaService {
@@ -106,6 +115,7 @@ impl LambdaService {
             engine,
             live: RwLock::new(HashMap::new()),
             writes: std::sync::Mutex::new(()),
+            metering: Arc::default(),
         };
         for spec in svc.store.list_functions().map_err(LambdaError::internal)? {
             // Code directories are a cache of the blobs: rebuild if missing.
@@ -570,15 +580,19 @@ impl LambdaService {
         match kind {
             InvocationType::DryRun => Ok(Invoked::Validated),
             InvocationType::RequestResponse => Ok(Invoked::Completed(
-                self.engine.invoke(&live.handle, request).await?,
+                self.metering
+                    .run(&live.handle.name, self.engine.invoke(&live.handle, request))
+                    .await?,
             )),
             InvocationType::Event => {
                 // Runs soon, in the background. The durable queue with
                 // retries and destinations replaces this (issue 5).
                 let engine = self.engine.clone();
+                let metering = self.metering.clone();
                 let handle = live.handle.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.invoke(&handle, request).await {
+                    let run = metering.run(&handle.name, engine.invoke(&handle, request));
+                    if let Err(e) = run.await {
                         tracing::warn!(function = %handle.name, "async invocation failed: {e}");
                     }
                 });
