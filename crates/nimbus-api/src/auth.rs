@@ -1,6 +1,7 @@
-//! SigV4 authentication of every AWS-compatible request, as middleware in
-//! front of all routes but nimbus's own `/_nimbus/` ones (health, and the
-//! HMAC-presigned code downloads, which carry their own signature).
+//! SigV4 authentication of every AWS-compatible request and of nimbus's own
+//! API (`/_nimbus/usage`, credential scope service `nimbus`), as middleware
+//! in front of all routes but health, `/metrics` and the HMAC-presigned
+//! code downloads (which carry their own signature).
 //!
 //! The body is read first (SigV4 signs its hash), then put back for the
 //! handler. The verified principal travels in the request's extensions.
@@ -34,6 +35,12 @@ enum Protocol {
     Json,
     /// Query (IAM, STS): 403 and an XML `ErrorResponse`.
     Query,
+}
+
+/// The paths served without SigV4: health, Prometheus scrapes, and the
+/// code downloads (HMAC-presigned by `code.rs`).
+fn is_public(path: &str) -> bool {
+    path == "/_nimbus/health" || path == "/metrics" || path.starts_with("/_nimbus/code/")
 }
 
 /// The service a request is for, from its path or `X-Amz-Target`, which
@@ -70,6 +77,10 @@ fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
     ];
     if lambda_versions.iter().any(|v| path.starts_with(v)) {
         return (Some("lambda"), Protocol::RestJson);
+    }
+    // nimbus's own API (usage): signed like AWS's, scoped to `nimbus`.
+    if path.starts_with("/_nimbus/") {
+        return (Some("nimbus"), Protocol::RestJson);
     }
     (None, Protocol::RestJson)
 }
@@ -116,7 +127,7 @@ pub(crate) async fn authenticate(
     req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path().starts_with("/_nimbus/") {
+    if is_public(req.uri().path()) {
         return next.run(req).await;
     }
     let (service, protocol) = service_of(&req);

@@ -7,8 +7,10 @@
 //! - the CloudWatch Logs JSON 1.1 API (`POST /` with
 //!   `X-Amz-Target: Logs_20140328.*`), in the `logs` module;
 //! - SigV4 authentication of all of the above (module `auth`);
-//! - nimbus's own endpoints under `/_nimbus/`: health, and presigned
-//!   downloads of deployment packages (GetFunction's `Code.Location`).
+//! - nimbus's own endpoints under `/_nimbus/`: health, presigned
+//!   downloads of deployment packages (GetFunction's `Code.Location`), and
+//!   metered usage (`/_nimbus/usage`, module `usage`);
+//! - Prometheus metrics on `/metrics` (module `metrics`).
 //!
 //! Requests become typed calls on [`nimbus_lambda::LambdaService`] and the
 //! store; results and [`nimbus_core::LambdaError`]s become AWS-shaped
@@ -21,6 +23,8 @@ mod error;
 mod iam;
 mod lambda;
 mod logs;
+mod metrics;
+mod usage;
 
 use std::sync::Arc;
 
@@ -57,6 +61,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_nimbus/health", get(|| async { "ok" }))
         .route("/_nimbus/code/{sha}", get(code::download))
+        .route("/_nimbus/usage", get(usage::get))
+        .route("/metrics", get(metrics::render))
         .route("/", post(aws_json_dispatch))
         .merge(lambda::routes())
         .fallback(error::unknown_operation)

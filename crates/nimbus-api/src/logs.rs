@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::request_id;
 
+mod retention;
+
 /// Largest request body: a PutLogEvents batch is at most 1 MB.
 const MAX_BODY: usize = 1024 * 1024 + 64 * 1024;
 
@@ -303,14 +305,19 @@ fn run(store: &dyn Store, op: &str, input: Value, ra: &str) -> Result<Value, Log
             let list: Vec<Value> = groups
                 .iter()
                 .map(|g| {
-                    json!({
+                    let mut v = json!({
                         "logGroupName": g.name,
                         "creationTime": g.created_ms,
                         "metricFilterCount": 0,
                         "arn": format!("{}:*", group_arn(ra, &g.name)),
                         "logGroupArn": group_arn(ra, &g.name),
                         "storedBytes": g.stored_bytes,
-                    })
+                    });
+                    // Only set when the group does not keep events forever.
+                    if let Some(days) = g.retention_days {
+                        v["retentionInDays"] = days.into();
+                    }
+                    v
                 })
                 .collect();
             let mut out = json!({"logGroups": list});
@@ -363,6 +370,8 @@ fn run(store: &dyn Store, op: &str, input: Value, ra: &str) -> Result<Value, Log
             Ok(out)
         }
         "GetLogEvents" => get_log_events(store, parse(input)?),
+        "PutRetentionPolicy" => retention::put(store, parse(input)?),
+        "DeleteRetentionPolicy" => retention::delete(store, parse(input)?),
         "FilterLogEvents" => filter_log_events(store, parse(input)?),
         other => Err(LogsError::user(
             "UnknownOperationException",

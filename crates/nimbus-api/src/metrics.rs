@@ -1,0 +1,197 @@
+//! `GET /metrics`: per-function Lambda metrics in the Prometheus text
+//! exposition format 0.0.4, unauthenticated like `/_nimbus/health`.
+//!
+//! The values are the in-memory counters of [`nimbus_lambda::Metering`]:
+//! they start at zero when the server starts, which Prometheus handles as a
+//! counter reset. Durable usage is `/_nimbus/usage`.
+//!
+//! Written by hand rather than with a crate: `prometheus-client` encodes
+//! OpenMetrics only (`# EOF`, counter families named without `_total`),
+//! not 0.0.4, and `metrics-exporter-prometheus` is built around the
+//! process-global `metrics` recorder (two services in one test process would
+//! share counters) and a dozen dependencies, for what is a few lines of
+//! text over counters we already keep.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use nimbus_lambda::FunctionMetrics;
+
+use crate::AppState;
+
+/// The content type of the 0.0.4 text format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(crate) async fn render(State(state): State<AppState>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, CONTENT_TYPE)],
+        exposition(&state.lambda.metrics()),
+    )
+        .into_response()
+}
+
+/// A label value, escaped as the format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+/// The exposition of every function's metrics.
+pub(crate) fn exposition(functions: &[FunctionMetrics]) -> String {
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, value: &dyn Fn(&FunctionMetrics) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for f in functions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{function_name=\"{}\"}} {}",
+                    label(&f.function),
+                    value(f)
+                );
+            }
+        };
+    family(
+        "nimbus_lambda_invocations_total",
+        "counter",
+        "Invocations that ran, function errors included, throttles not (since the server started).",
+        &|f| f.invocations.to_string(),
+    );
+    family(
+        "nimbus_lambda_errors_total",
+        "counter",
+        "Invocations that ended in a function error (since the server started).",
+        &|f| f.errors.to_string(),
+    );
+    family(
+        "nimbus_lambda_throttles_total",
+        "counter",
+        "Invocations refused with 429 TooManyRequestsException (since the server started).",
+        &|f| f.throttles.to_string(),
+    );
+    family(
+        "nimbus_lambda_gb_seconds_total",
+        "counter",
+        "Billed duration (init included) times memory, in GB-seconds (since the server started).",
+        &|f| f.gb_seconds.to_string(),
+    );
+    family(
+        "nimbus_lambda_concurrent_executions",
+        "gauge",
+        "Invocations running now.",
+        &|f| f.concurrent.to_string(),
+    );
+    let name = "nimbus_lambda_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Handler duration (REPORT's Duration, init excluded) in seconds (since the server started)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for f in functions {
+        let fname = label(&f.function);
+        for (le, n) in &f.duration.buckets {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{function_name=\"{fname}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let h = &f.duration;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{function_name=\"{fname}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{function_name=\"{fname}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{function_name=\"{fname}\"}} {}", h.count);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_lambda::{DURATION_BUCKETS_S, Histogram};
+
+    fn metrics(name: &str) -> FunctionMetrics {
+        let mut cumulative = 0;
+        FunctionMetrics {
+            function: name.into(),
+            invocations: 3,
+            errors: 1,
+            throttles: 2,
+            concurrent: 1,
+            gb_seconds: 0.375,
+            duration: Histogram {
+                buckets: DURATION_BUCKETS_S
+                    .iter()
+                    .map(|le| {
+                        if *le == 0.005 || *le == 1.0 {
+                            cumulative += 1;
+                        }
+                        (*le, cumulative)
+                    })
+                    .collect(),
+                count: 3,
+                sum: 1000.25,
+            },
+        }
+    }
+
+    #[test]
+    fn every_family_is_typed_and_every_sample_parses() {
+        let text = exposition(&[metrics("a"), metrics("b\"c")]);
+        for family in [
+            "nimbus_lambda_invocations_total counter",
+            "nimbus_lambda_errors_total counter",
+            "nimbus_lambda_throttles_total counter",
+            "nimbus_lambda_gb_seconds_total counter",
+            "nimbus_lambda_concurrent_executions gauge",
+            "nimbus_lambda_duration_seconds histogram",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family}\n")).count(),
+                1,
+                "{family}"
+            );
+        }
+        assert!(text.contains("nimbus_lambda_invocations_total{function_name=\"a\"} 3\n"));
+        assert!(text.contains("nimbus_lambda_errors_total{function_name=\"a\"} 1\n"));
+        assert!(text.contains("nimbus_lambda_throttles_total{function_name=\"a\"} 2\n"));
+        assert!(text.contains("nimbus_lambda_gb_seconds_total{function_name=\"a\"} 0.375\n"));
+        assert!(text.contains("nimbus_lambda_concurrent_executions{function_name=\"a\"} 1\n"));
+        assert!(text.contains(
+            "nimbus_lambda_duration_seconds_bucket{function_name=\"a\",le=\"0.001\"} 0\n"
+        ));
+        assert!(text.contains(
+            "nimbus_lambda_duration_seconds_bucket{function_name=\"a\",le=\"0.005\"} 1\n"
+        ));
+        assert!(
+            text.contains(
+                "nimbus_lambda_duration_seconds_bucket{function_name=\"a\",le=\"900\"} 2\n"
+            )
+        );
+        assert!(text.contains(
+            "nimbus_lambda_duration_seconds_bucket{function_name=\"a\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(text.contains("nimbus_lambda_duration_seconds_sum{function_name=\"a\"} 1000.25\n"));
+        assert!(text.contains("nimbus_lambda_duration_seconds_count{function_name=\"a\"} 3\n"));
+        assert!(text.contains("{function_name=\"b\\\"c\"}"), "escaped");
+        // Every line is a comment or `name{labels} number`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(line.starts_with("nimbus_lambda_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn no_functions_still_declares_the_families() {
+        let text = exposition(&[]);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 6);
+        assert!(text.lines().all(|l| l.starts_with('#')));
+    }
+}
