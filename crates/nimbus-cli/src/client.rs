@@ -149,7 +149,7 @@ struct Clients {
     logs: aws_sdk_cloudwatchlogs::Client,
 }
 
-fn credentials(conn: &Connection) -> Result<aws_credential_types::Credentials> {
+pub(crate) fn credentials(conn: &Connection) -> Result<aws_credential_types::Credentials> {
     if let (Ok(id), Ok(secret)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
@@ -184,15 +184,25 @@ fn credentials(conn: &Connection) -> Result<aws_credential_types::Credentials> {
     ))
 }
 
-async fn clients(conn: &Connection) -> Result<Clients> {
-    let endpoint = conn
-        .endpoint_url
+/// nimbus's URL: `--endpoint-url`/`NIMBUS_URL`, else `AWS_ENDPOINT_URL`,
+/// else the default listen address.
+pub(crate) fn endpoint(conn: &Connection) -> String {
+    conn.endpoint_url
         .clone()
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:9070".into());
-    let region = std::env::var("AWS_REGION")
+        .unwrap_or_else(|| "http://127.0.0.1:9070".into())
+}
+
+/// The region requests are signed for.
+pub(crate) fn region() -> String {
+    std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|_| "us-east-1".into());
+        .unwrap_or_else(|_| "us-east-1".into())
+}
+
+async fn clients(conn: &Connection) -> Result<Clients> {
+    let endpoint = endpoint(conn);
+    let region = region();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region))
         .endpoint_url(endpoint)

@@ -5,6 +5,7 @@
 
 mod client;
 mod serve;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ enum Command {
     Invoke(client::InvokeArgs),
     /// Print a function's logs (log group /aws/lambda/NAME).
     Logs(client::LogsArgs),
+    /// Print requests, GB-seconds and their cost per function and in total,
+    /// with the monthly free tier shown separately.
+    Usage(usage::UsageArgs),
 }
 
 /// Where nimbus keeps its data unless told otherwise: `$NIMBUS_DATA_DIR`,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Function(cmd) => client::function(cmd).await,
             Command::Invoke(args) => client::invoke(args).await,
             Command::Logs(args) => client::logs(args).await,
+            Command::Usage(args) => usage::usage(args).await,
         }
     });
     match result {

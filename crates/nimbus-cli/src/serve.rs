@@ -51,6 +51,25 @@ pub(crate) struct ServeArgs {
     /// [default: http://LISTEN-ADDRESS, with 0.0.0.0 as 127.0.0.1].
     #[arg(long, env = "NIMBUS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
+    /// Dollars per 1M requests, for `nimbus usage` (Lambda's public price).
+    #[arg(
+        long,
+        env = "NIMBUS_PRICE_PER_MILLION_REQUESTS",
+        default_value_t = 0.20
+    )]
+    price_per_million_requests: f64,
+    /// Dollars per GB-second (billed duration, init included, × memory),
+    /// for `nimbus usage` (Lambda's public price).
+    #[arg(
+        long,
+        env = "NIMBUS_PRICE_PER_GB_SECOND",
+        default_value_t = 0.000_016_666_7
+    )]
+    price_per_gb_second: f64,
+    /// Seconds between sweeps that delete log events older than their
+    /// group's retention (PutRetentionPolicy).
+    #[arg(long, env = "NIMBUS_LOG_RETENTION_SWEEP", default_value_t = 600)]
+    log_retention_sweep: u64,
 }
 
 /// The root credentials file, in the AWS shared-credentials format so
@@ -219,7 +238,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         tokio::task::spawn_blocking(move || LambdaService::open(identity, store, &dir, engine))
             .await??
     };
+    let prices = crate::usage::prices(args.price_per_million_requests, args.price_per_gb_second)?;
+    let (usage_tx, usage_rx) = tokio::sync::mpsc::unbounded_channel();
+    let usage_writer = nimbus_lambda::spawn_usage_writer(store.clone(), usage_rx)?;
+    let mut lambda = lambda;
+    lambda.enable_metering(usage_tx, prices);
     let lambda = Arc::new(lambda);
+    let sweep_every = Duration::from_secs(args.log_retention_sweep.max(1));
+    nimbus_lambda::spawn_retention_sweeper(store.clone(), sweep_every)?;
     let fresh_key = hex::encode(random_bytes::<32>()?);
     let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
     let iam = {
@@ -257,6 +283,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     drop(engine);
     // The log writer ends when the last sender (the engine's) is gone.
     let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
+    crate::usage::wait_for_writer(&usage_writer).await;
     Ok(())
 }
 
