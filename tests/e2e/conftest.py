@@ -42,6 +42,9 @@ ACCESS_KEY = "AKIDNIMBUSE2E"
 SECRET_KEY = "nimbus-e2e-secret"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-e2e-role"
 PY_RUNTIME = os.environ.get("NIMBUS_E2E_RUNTIME", "python3.11")
+LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 
 # The console's "Hello world" blueprint (lambda_function.py), verbatim.
 HELLO_WORLD = '''import json
@@ -137,7 +140,19 @@ class Server:
                 pytest.fail(f"nimbus did not become ready:\n{self.log_tail()}", pytrace=False)
         with urllib.request.urlopen(self.url + "/_nimbus/health", timeout=10) as r:
             assert r.status == 200
+        self.ensure_execution_role()
         return self
+
+    def ensure_execution_role(self):
+        """Creates ROLE (trusting Lambda, with AWSLambdaBasicExecutionRole)
+        if missing, as a user does once before creating functions."""
+        iam = self.client("iam")
+        name = ROLE.rsplit("/", 1)[1]
+        try:
+            iam.get_role(RoleName=name)
+        except ClientError:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+            iam.attach_role_policy(RoleName=name, PolicyArn=BASIC_EXECUTION)
 
     def stop(self, timeout=20):
         """SIGTERM and wait; returns the exit code."""

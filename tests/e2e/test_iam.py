@@ -204,3 +204,37 @@ def test_iam_state_survives_a_restart(tmp_path):
         assert me["Arn"].endswith(":user/keeper"), "access keys keep working after a restart"
     finally:
         srv.kill()
+
+
+def test_create_function_requires_a_role_lambda_can_assume(server, iam, lam):
+    from conftest import PY_RUNTIME, py_zip
+    code = {"ZipFile": py_zip("def lambda_handler(e, c):\n    return 1\n")}
+    for role_arn in ["arn:aws:iam::000000000000:role/does-not-exist"]:
+        with pytest.raises(ClientError) as e:
+            lam.create_function(FunctionName=unique("norole"), Runtime=PY_RUNTIME, Role=role_arn,
+                                Handler="lambda_function.lambda_handler", Code=code)
+        assert error_code(e) == "InvalidParameterValueException"
+        assert "cannot be assumed by Lambda" in e.value.response["Error"]["Message"]
+    ec2_only = unique("ec2role")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=ec2_only, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    with pytest.raises(ClientError) as e:
+        lam.create_function(FunctionName=unique("ec2fn"), Runtime=PY_RUNTIME, Role=arn,
+                            Handler="lambda_function.lambda_handler", Code=code)
+    assert error_code(e) == "InvalidParameterValueException"
+
+
+def test_functions_run_with_their_execution_role_session(functions, lam):
+    from conftest import ROLE, invoke
+    source = """import os, boto3
+def lambda_handler(event, context):
+    me = boto3.client("sts").get_caller_identity()
+    return {"arn": me["Arn"], "has_token": bool(os.environ.get("AWS_SESSION_TOKEN")),
+            "key": os.environ["AWS_ACCESS_KEY_ID"][:4]}
+"""
+    name = functions.python(source, Timeout=30)["FunctionName"]
+    _, body, _ = invoke(lam, name, {}, tail=False)
+    role_name = ROLE.rsplit("/", 1)[1]
+    assert body == {"arn": f"arn:aws:sts::000000000000:assumed-role/{role_name}/{name}",
+                    "has_token": True, "key": "ASIA"}, body

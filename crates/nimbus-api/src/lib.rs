@@ -17,7 +17,6 @@
 //! responses. Internal error detail is logged, never sent.
 
 mod auth;
-mod authz;
 mod code;
 mod error;
 mod iam;

@@ -251,6 +251,7 @@ async fn measure(
         ),
         (FN_NODE_COLD, &s.node_runtime, "index.handler", node_zip),
     ];
+    create_role(&mut ctl).await?;
     for (name, runtime, handler, zip) in functions {
         create_function(&mut ctl, name, runtime, handler, zip).await?;
         // The first invoke is a cold start that also warms the page cache;
@@ -334,6 +335,25 @@ async fn measure(
         envs,
         ..Report::default()
     })
+}
+
+/// Creates the execution role the benchmark's functions run as (trusted by
+/// Lambda), as a user does once.
+async fn create_role(ctl: &mut Conn) -> Result<()> {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let form = format!(
+        "Action=CreateRole&RoleName=r&AssumeRolePolicyDocument={}",
+        nimbus_auth::uri_encode(trust, false)
+    );
+    let resp = ctl.iam_action(&form).await?;
+    if !resp.status.is_success() {
+        bail!(
+            "creating the execution role: HTTP {}: {}",
+            resp.status,
+            resp.text()
+        );
+    }
+    Ok(())
 }
 
 async fn create_function(

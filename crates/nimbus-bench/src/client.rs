@@ -78,11 +78,51 @@ impl Conn {
         extra_headers: &[(&'static str, &str)],
         body: Bytes,
     ) -> Result<Resp> {
+        let service = if path.starts_with("/2015-03-31/") {
+            "lambda"
+        } else {
+            "execute-api"
+        };
+        self.send_as(
+            method,
+            path,
+            extra_headers,
+            body,
+            "application/json",
+            service,
+        )
+        .await
+    }
+
+    /// An IAM query-protocol action (`Action=...&...`, already encoded).
+    pub(crate) async fn iam_action(&mut self, form: &str) -> Result<Resp> {
+        let body = Bytes::from(format!("{form}&Version=2010-05-08"));
+        self.send_as(
+            Method::POST,
+            "/",
+            &[],
+            body,
+            "application/x-www-form-urlencoded",
+            "iam",
+        )
+        .await
+    }
+
+    /// Sends one request signed for `service` and reads the whole response.
+    async fn send_as(
+        &mut self,
+        method: Method,
+        path: &str,
+        extra_headers: &[(&'static str, &str)],
+        body: Bytes,
+        content_type: &str,
+        service: &str,
+    ) -> Result<Resp> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
             .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, "application/json");
+            .header(header::CONTENT_TYPE, content_type);
         for (k, v) in extra_headers {
             req = req.header(*k, *v);
         }
@@ -90,10 +130,7 @@ impl Conn {
         // the same work for both.
         let hash = nimbus_auth::payload_sha256(&body);
         let (raw_path, query) = path.split_once('?').unwrap_or((path, ""));
-        let to_sign = [
-            ("host", self.host.as_str()),
-            ("content-type", "application/json"),
-        ];
+        let to_sign = [("host", self.host.as_str()), ("content-type", content_type)];
         let parts = nimbus_auth::RequestParts {
             method: method.as_str(),
             path: raw_path,
@@ -102,11 +139,6 @@ impl Conn {
             payload_hash: &hash,
         };
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        let service = if raw_path.starts_with("/2015-03-31/") {
-            "lambda"
-        } else {
-            "execute-api"
-        };
         for (k, v) in nimbus_auth::sign_request(
             &parts,
             ACCESS_KEY_ID,

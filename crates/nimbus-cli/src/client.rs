@@ -91,7 +91,8 @@ struct Settings {
     /// whole set).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Execution role ARN [create default: arn:aws:iam::ACCOUNT:role/lambda-role].
+    /// Execution role ARN [create default: the role nimbus-lambda-basic-execution,
+    /// created on first use with basic Lambda permissions].
     #[arg(long)]
     role: Option<String>,
 }
@@ -147,6 +148,41 @@ pub(crate) struct LogsArgs {
 struct Clients {
     lambda: aws_sdk_lambda::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    iam: aws_sdk_iam::Client,
+}
+
+/// The role `function create` uses when none is given, created on first
+/// use as the console's "Create a new role with basic Lambda permissions":
+/// trusted by Lambda, with AWSLambdaBasicExecutionRole attached.
+const DEFAULT_ROLE: &str = "nimbus-lambda-basic-execution";
+
+async fn default_role(iam: &aws_sdk_iam::Client) -> Result<String> {
+    if let Ok(out) = iam.get_role().role_name(DEFAULT_ROLE).send().await
+        && let Some(role) = out.role()
+    {
+        return Ok(role.arn().to_string());
+    }
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let created = iam
+        .create_role()
+        .role_name(DEFAULT_ROLE)
+        .assume_role_policy_document(trust)
+        .description("Created by `nimbus function create`: basic Lambda permissions (logs)")
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    iam.attach_role_policy()
+        .role_name(DEFAULT_ROLE)
+        .policy_arn("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    let arn = created
+        .role()
+        .map(|r| r.arn().to_string())
+        .unwrap_or_default();
+    eprintln!("created execution role {arn} (AWSLambdaBasicExecutionRole)");
+    Ok(arn)
 }
 
 pub(crate) fn credentials(conn: &Connection) -> Result<aws_credential_types::Credentials> {
@@ -212,6 +248,7 @@ async fn clients(conn: &Connection) -> Result<Clients> {
     Ok(Clients {
         lambda: aws_sdk_lambda::Client::new(&config),
         logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+        iam: aws_sdk_iam::Client::new(&config),
     })
 }
 
@@ -338,11 +375,10 @@ pub(crate) async fn function(cmd: FunctionCommand) -> Result<ExitCode> {
                 bail!("give the code with --zip FILE or --code DIR")
             };
             let s = a.settings;
-            let role = s.role.unwrap_or_else(|| {
-                let account =
-                    std::env::var("NIMBUS_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into());
-                format!("arn:aws:iam::{account}:role/lambda-role")
-            });
+            let role = match s.role {
+                Some(r) => r,
+                None => default_role(&c.iam).await?,
+            };
             let pb = spinner(format!(
                 "creating {} ({} KB)",
                 a.name,

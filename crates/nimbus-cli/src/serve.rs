@@ -191,7 +191,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         println!("  AWS_ACCESS_KEY_ID={}", credentials.access_key_id);
         println!("  AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
     }
-    let credentials_for_keys = credentials.clone();
+    let credentials_for_keys = credentials;
     let overrides = parse_runtime_overrides(&args.runtimes)?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("nimbus.db"))
@@ -214,42 +214,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     tracing::warn!(
         "execution environments run as plain processes (no namespace isolation yet): run only code you trust"
     );
-    let (log_tx, log_rx) = tokio::sync::mpsc::unbounded_channel();
-    let log_writer = nimbus_lambda::spawn_log_writer(store.clone(), log_rx)?;
-    let engine = Engine::start(
-        EngineConfig {
-            runtime_dir: data_dir.join("runtime"),
-            region: args.region.clone(),
-            endpoint_url: endpoint_url.clone(),
-            credentials,
-            keep_alive: Duration::from_secs(args.keep_alive.max(1)),
-            account_concurrency: args.concurrency.max(1),
-            catalog,
-        },
-        log_tx,
-    )?;
-    let account_id = args.account_id.clone();
-    let identity = Identity {
-        region: args.region,
-        account_id: args.account_id,
-    };
-    let lambda = {
-        let (store, dir, engine) = (store.clone(), data_dir.clone(), engine.clone());
-        tokio::task::spawn_blocking(move || LambdaService::open(identity, store, &dir, engine))
-            .await??
-    };
-    let prices = crate::usage::prices(args.price_per_million_requests, args.price_per_gb_second)?;
-    let (usage_tx, usage_rx) = tokio::sync::mpsc::unbounded_channel();
-    let usage_writer = nimbus_lambda::spawn_usage_writer(store.clone(), usage_rx)?;
-    let mut lambda = lambda;
-    lambda.enable_metering(usage_tx, prices);
-    let lambda = Arc::new(lambda);
-    let sweep_every = Duration::from_secs(args.log_retention_sweep.max(1));
-    nimbus_lambda::spawn_retention_sweeper(store.clone(), sweep_every)?;
-    let fresh_key = hex::encode(random_bytes::<32>()?);
-    let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
     let iam = {
-        let (store, creds) = (store.clone(), credentials_for_keys.clone());
+        let (store, creds, account_id) = (
+            store.clone(),
+            credentials_for_keys.clone(),
+            args.account_id.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             nimbus_iam::IamService::open(
                 &account_id,
@@ -262,6 +232,40 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("loading IAM state: {e}"))?
     };
     let iam = Arc::new(iam);
+    let (log_tx, log_rx) = tokio::sync::mpsc::unbounded_channel();
+    let log_writer = nimbus_lambda::spawn_log_writer(store.clone(), log_rx)?;
+    let engine = Engine::start(
+        EngineConfig {
+            runtime_dir: data_dir.join("runtime"),
+            region: args.region.clone(),
+            endpoint_url: endpoint_url.clone(),
+            credentials: Arc::new(nimbus_lambda::ExecutionRoleCredentials(iam.clone())),
+            keep_alive: Duration::from_secs(args.keep_alive.max(1)),
+            account_concurrency: args.concurrency.max(1),
+            catalog,
+        },
+        log_tx,
+    )?;
+    let identity = Identity {
+        region: args.region,
+        account_id: args.account_id,
+    };
+    let lambda = {
+        let (store, dir, engine, iam) =
+            (store.clone(), data_dir.clone(), engine.clone(), iam.clone());
+        tokio::task::spawn_blocking(move || LambdaService::open(identity, store, &dir, engine, iam))
+            .await??
+    };
+    let prices = crate::usage::prices(args.price_per_million_requests, args.price_per_gb_second)?;
+    let (usage_tx, usage_rx) = tokio::sync::mpsc::unbounded_channel();
+    let usage_writer = nimbus_lambda::spawn_usage_writer(store.clone(), usage_rx)?;
+    let mut lambda = lambda;
+    lambda.enable_metering(usage_tx, prices);
+    let lambda = Arc::new(lambda);
+    let sweep_every = Duration::from_secs(args.log_retention_sweep.max(1));
+    nimbus_lambda::spawn_retention_sweeper(store.clone(), sweep_every)?;
+    let fresh_key = hex::encode(random_bytes::<32>()?);
+    let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
     let keys: nimbus_api::Keys = iam.clone();
     let app = nimbus_api::router(AppState {
         lambda: lambda.clone(),

@@ -11,6 +11,9 @@
 //! evaluation in `nimbus-policy`.
 
 mod managed;
+mod trust;
+
+pub use trust::TrustedParty;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -1048,15 +1051,61 @@ impl IamService {
         Ok(self.entity_policies(kind, name)?.1.into_keys().collect())
     }
 
+    // ---- trust ----
+
+    /// Whether a role's trust policy lets `who` call `sts:AssumeRole`: an
+    /// Allow statement naming it and no Deny that does. `who` is a service
+    /// principal (`lambda.amazonaws.com`) or the caller's ARN.
+    pub fn trust_allows(&self, role: &Role, who: &TrustedParty<'_>) -> bool {
+        trust::allows(&role.trust_policy, &self.account_id, who)
+    }
+
+    /// Checks that a role exists and that Lambda may assume it, with the
+    /// message Lambda gives when it may not.
+    pub fn check_lambda_role(&self, role_arn: &str) -> Result<(), String> {
+        let cannot =
+            || "The role defined for the function cannot be assumed by Lambda.".to_string();
+        let role = self.role_by_arn(role_arn).ok_or_else(cannot)?;
+        if self.trust_allows(&role, &TrustedParty::Service("lambda.amazonaws.com")) {
+            Ok(())
+        } else {
+            Err(cannot())
+        }
+    }
+
     // ---- STS ----
 
     /// Issues temporary credentials for a role (the trust policy must have
     /// been checked by the caller). `duration_s` within 900..=max session.
+    /// Temporary credentials a service (Lambda) takes for a role on the
+    /// role's behalf: the trust policy is the caller's to check, and the
+    /// session is not bounded by the role's MaxSessionDuration (Lambda's
+    /// execution-role sessions are not either).
+    pub fn service_session(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        duration_s: u32,
+    ) -> IamResult<Session> {
+        self.new_session(role_arn, session_name, duration_s, u32::MAX)
+    }
+
     pub fn assume_role(
         &self,
         role_arn: &str,
         session_name: &str,
         duration_s: u32,
+    ) -> IamResult<Session> {
+        self.new_session(role_arn, session_name, duration_s, 0)
+    }
+
+    /// `max_s` 0 means the role's MaxSessionDuration.
+    fn new_session(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        duration_s: u32,
+        max_s: u32,
     ) -> IamResult<Session> {
         let role = self.role_by_arn(role_arn).ok_or_else(|| {
             IamError::AccessDenied(format!(
@@ -1073,7 +1122,12 @@ impl IamService {
                 "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
             )));
         }
-        if !(900..=role.max_session_s).contains(&duration_s) {
+        let max_s = if max_s == 0 {
+            role.max_session_s
+        } else {
+            max_s
+        };
+        if !(900..=max_s).contains(&duration_s) {
             return Err(IamError::Validation(format!(
                 "The requested DurationSeconds exceeds the MaxSessionDuration set for this role ({}), or is below 900.",
                 role.max_session_s

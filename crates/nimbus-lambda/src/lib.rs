@@ -10,6 +10,7 @@
 mod logwriter;
 mod metering;
 mod retention;
+mod roles;
 
 pub use logwriter::spawn_log_writer;
 pub use metering::{
@@ -17,6 +18,7 @@ pub use metering::{
     Metering, Prices, UsageReport, UsageTotals, spawn_usage_writer, usage_report,
 };
 pub use retention::spawn_retention_sweeper;
+pub use roles::ExecutionRoleCredentials;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use nimbus_core::{
     FunctionRef, FunctionSpec, FunctionState, Identity, LambdaError, LambdaResult,
     LastUpdateStatus, RuntimeId, limits,
 };
+use nimbus_iam::IamService;
 use nimbus_runtime::{Engine, FunctionHandle, InvokeOutcome, InvokeRequest};
 use nimbus_store::{BlobStore, Store, UnzipError, UnzipLimits, unpack_zip};
 
@@ -82,6 +85,8 @@ pub struct LambdaService {
     blobs: BlobStore,
     code_root: PathBuf,
     engine: Arc<Engine>,
+    /// Execution roles are checked against IAM.
+    iam: Arc<IamService>,
     live: RwLock<HashMap<String, Arc<Live>>>,
     /// Serialises control-plane writes so read-modify-write is atomic.
     writes: std::sync::Mutex<()>,
@@ -103,6 +108,7 @@ impl LambdaService {
         store: Arc<dyn Store>,
         data_dir: &Path,
         engine: Arc<Engine>,
+        iam: Arc<IamService>,
     ) -> LambdaResult<Self> {
         let blobs = BlobStore::open(&data_dir.join("blobs")).map_err(LambdaError::internal)?;
         let code_root = data_dir.join("code");
@@ -113,6 +119,7 @@ impl LambdaService {
             blobs,
             code_root,
             engine,
+            iam,
             live: RwLock::new(HashMap::new()),
             writes: std::sync::Mutex::new(()),
             metering: Arc::default(),
@@ -210,6 +217,7 @@ impl LambdaService {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            role: spec.role.clone(),
             code_dir: self.code_dir(&spec.code_sha256),
             revision: spec.revision_id.clone(),
         });
@@ -297,6 +305,9 @@ impl LambdaService {
             .role
             .clone()
             .ok_or_else(|| LambdaError::InvalidParameterValue("Role is required".into()))?;
+        self.iam
+            .check_lambda_role(&role)
+            .map_err(LambdaError::InvalidParameterValue)?;
         let architectures = cmd.architectures.unwrap_or_else(|| vec!["x86_64".into()]);
         validate_architectures(&architectures)?;
         let zip = cmd.zip.ok_or_else(|| {
@@ -465,6 +476,9 @@ impl LambdaService {
             spec.runtime = runtime;
         }
         if let Some(v) = s.role {
+            self.iam
+                .check_lambda_role(&v)
+                .map_err(LambdaError::InvalidParameterValue)?;
             spec.role = v;
         }
         if let Some(v) = s.handler {

@@ -19,12 +19,35 @@ use crate::logs::{self, LogBatch, LogLine, now_ms};
 /// `GET /invocation/next` (Lambda's init phase limit).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The credentials handed to functions until execution roles exist.
+/// The root key pair of the account (read by `nimbus serve` from the data
+/// directory).
 #[derive(Debug, Clone)]
 pub struct RootCredentials {
     pub access_key_id: String,
     pub secret_access_key: String,
 }
+
+/// Temporary credentials for an execution environment.
+#[derive(Debug, Clone)]
+pub struct TempCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// How long they stay valid from now.
+    pub valid_for: Duration,
+}
+
+/// Where environments get their execution role's credentials (IAM/STS,
+/// implemented above this crate).
+pub trait CredentialSource: std::fmt::Debug + Send + Sync + 'static {
+    /// Credentials for `role_arn`, with `session_name` in the session ARN;
+    /// `None` if the role cannot be assumed.
+    fn issue(&self, role_arn: &str, session_name: &str) -> Option<TempCredentials>;
+}
+
+/// Environments are not reused within this margin of their credentials'
+/// expiry, so a function never runs with credentials about to lapse.
+const CREDENTIAL_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 /// Settings of the engine, fixed at start.
 #[derive(Debug, Clone)]
@@ -34,7 +57,8 @@ pub struct EngineConfig {
     pub region: String,
     /// The URL functions reach nimbus at (`AWS_ENDPOINT_URL`).
     pub endpoint_url: String,
-    pub credentials: RootCredentials,
+    /// Issues each environment its execution role's credentials.
+    pub credentials: Arc<dyn CredentialSource>,
     /// How long an idle environment is kept warm.
     pub keep_alive: Duration,
     /// Invocations that may run at once, across all functions.
@@ -52,6 +76,8 @@ pub struct FunctionHandle {
     pub memory_mb: u32,
     pub timeout_s: u32,
     pub environment: Vec<(String, String)>,
+    /// The execution role whose credentials the environment gets.
+    pub role: String,
     /// The unpacked code (`LAMBDA_TASK_ROOT`).
     pub code_dir: PathBuf,
     /// Changes whenever code or configuration change; environments of an
@@ -302,18 +328,33 @@ impl Engine {
             chrono::Utc::now().format("%Y/%m/%d"),
             uuid::Uuid::new_v4().simple()
         );
+        let creds = self
+            .config
+            .credentials
+            .issue(&f.role, &f.name)
+            .ok_or_else(|| {
+                LambdaError::InvalidParameterValue(
+                    "The role defined for the function cannot be assumed by Lambda.".into(),
+                )
+            })?;
         let spec = SandboxSpec {
             program: launch.program,
             args: launch.args,
-            env: self.environment(f, &stream),
+            env: self.environment(f, &stream, &creds),
             cwd: f.code_dir.clone(),
         };
-        Env::start(spec, stream, f.revision.clone())
+        let usable_until = Instant::now() + creds.valid_for.saturating_sub(CREDENTIAL_MARGIN);
+        Env::start(spec, stream, f.revision.clone(), usable_until)
             .await
             .map_err(LambdaError::internal)
     }
 
-    fn environment(&self, f: &FunctionHandle, stream: &str) -> Vec<(String, String)> {
+    fn environment(
+        &self,
+        f: &FunctionHandle,
+        stream: &str,
+        creds: &TempCredentials,
+    ) -> Vec<(String, String)> {
         let c = &self.config;
         let code = f.code_dir.display().to_string();
         let mut path: Vec<String> = c
@@ -339,11 +380,9 @@ impl Engine {
         set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
         set("AWS_LAMBDA_LOG_GROUP_NAME", f.log_group());
         set("AWS_LAMBDA_LOG_STREAM_NAME", stream.to_string());
-        set("AWS_ACCESS_KEY_ID", c.credentials.access_key_id.clone());
-        set(
-            "AWS_SECRET_ACCESS_KEY",
-            c.credentials.secret_access_key.clone(),
-        );
+        set("AWS_ACCESS_KEY_ID", creds.access_key_id.clone());
+        set("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.clone());
+        set("AWS_SESSION_TOKEN", creds.session_token.clone());
         set("AWS_ENDPOINT_URL", c.endpoint_url.clone());
         set("TZ", ":UTC".into());
         set("LANG", "en_US.UTF-8".into());

@@ -79,6 +79,9 @@ pub(crate) struct Env {
     /// so no invocation is handed to an environment on its way out.
     doomed: AtomicBool,
     pub(crate) last_used: Mutex<Instant>,
+    /// After this the environment's credentials are too close to expiry
+    /// for it to take another invocation.
+    usable_until: Instant,
 }
 
 impl Env {
@@ -88,6 +91,7 @@ impl Env {
         mut spec: SandboxSpec,
         log_stream: String,
         revision: String,
+        usable_until: Instant,
     ) -> std::io::Result<Arc<Env>> {
         let (inbox_tx, inbox_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
@@ -132,6 +136,7 @@ impl Env {
             init_reported: AtomicBool::new(false),
             doomed: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),
+            usable_until,
         }))
     }
 
@@ -231,5 +236,5 @@ pub(crate) fn exited_by_kill(reason: &str) -> bool {
 
 /// Tells apart environments that are still usable.
 pub(crate) fn usable(env: &Env, revision: &str) -> bool {
-    !env.is_dead() && env.revision == revision
+    !env.is_dead() && env.revision == revision && Instant::now() < env.usable_until
 }

@@ -16,8 +16,8 @@ mod logs;
 
 pub use catalog::RuntimeCatalog;
 pub use engine::{
-    Engine, EngineConfig, FunctionHandle, InvocationMetrics, InvokeOutcome, InvokeRequest,
-    RootCredentials,
+    CredentialSource, Engine, EngineConfig, FunctionHandle, InvocationMetrics, InvokeOutcome,
+    InvokeRequest, RootCredentials, TempCredentials,
 };
 pub use logs::{LogBatch, LogLine};
 

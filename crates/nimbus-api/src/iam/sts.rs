@@ -39,7 +39,8 @@ pub(crate) fn handle(
                     caller_arn(iam, verified)
                 ))
             })?;
-            if !crate::authz::trust_allows(iam, &role, verified) {
+            let caller = caller_arn(iam, verified);
+            if !iam.trust_allows(&role, &nimbus_iam::TrustedParty::Principal(&caller)) {
                 return Err(IamError::AccessDenied(format!(
                     "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
                     caller_arn(iam, verified)

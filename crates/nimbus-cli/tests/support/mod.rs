@@ -19,6 +19,9 @@ def lambda_handler(event, context):
     #raise Exception('Something went wrong')
 "#;
 
+/// A trust policy that lets Lambda assume a role.
+pub const LAMBDA_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
 const KEY: &str = "AKIDNIMBUSTEST";
 const SECRET: &str = "nimbus-test-secret";
 /// The root access key and secret every test server starts with.
@@ -78,12 +81,36 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
         let (child, url) = spawn(data.path(), "127.0.0.1:0", &extra);
-        Self {
+        let server = Self {
             child: Some(child),
             url,
             data,
             extra,
-        }
+        };
+        server.create_execution_role().await;
+        server
+    }
+
+    /// Creates the role the tests' functions run as: trusted by Lambda,
+    /// with AWSLambdaBasicExecutionRole, as a user does once.
+    async fn create_execution_role(&self) {
+        let iam = aws_sdk_iam::Client::new(&self.config().await);
+        iam.create_role()
+            .role_name("lambda-role")
+            .assume_role_policy_document(LAMBDA_TRUST)
+            .send()
+            .await
+            .expect("create the execution role");
+        iam.attach_role_policy()
+            .role_name("lambda-role")
+            .policy_arn("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")
+            .send()
+            .await
+            .expect("attach AWSLambdaBasicExecutionRole");
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&block_on(self.config()))
     }
 
     /// Stops the server with SIGTERM and starts it again on the same data
