@@ -109,10 +109,6 @@ impl Server {
             .expect("attach AWSLambdaBasicExecutionRole");
     }
 
-    pub fn iam(&self) -> aws_sdk_iam::Client {
-        aws_sdk_iam::Client::new(&block_on(self.config()))
-    }
-
     /// Stops the server with SIGTERM and starts it again on the same data
     /// directory and port.
     pub async fn restart(&mut self) {
