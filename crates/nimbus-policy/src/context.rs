@@ -1,5 +1,6 @@
 //! The request context: condition keys and their values.
 
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use crate::time;
@@ -26,8 +27,12 @@ use crate::time;
 pub struct Context {
     /// Lower-case key, values.
     entries: Vec<(String, Vec<String>)>,
-    current_time: [String; 1],
-    epoch_time: [String; 1],
+    /// The context's time, in nanoseconds since the epoch.
+    now: i128,
+    /// `aws:CurrentTime` and `aws:EpochTime` for `now`, formatted when first
+    /// asked for (most requests never are).
+    current_time: OnceLock<[String; 1]>,
+    epoch_time: OnceLock<[String; 1]>,
 }
 
 impl Default for Context {
@@ -45,11 +50,11 @@ impl Context {
     /// An empty context whose `aws:CurrentTime` and `aws:EpochTime`
     /// default to `time`.
     pub fn at(time: SystemTime) -> Self {
-        let nanos = time::nanos_of(time);
         Context {
             entries: Vec::new(),
-            current_time: [time::format_iso(nanos)],
-            epoch_time: [time::format_epoch(nanos)],
+            now: time::nanos_of(time),
+            current_time: OnceLock::new(),
+            epoch_time: OnceLock::new(),
         }
     }
 
@@ -85,8 +90,14 @@ impl Context {
             return Some(v);
         }
         match key {
-            "aws:currenttime" => Some(&self.current_time),
-            "aws:epochtime" => Some(&self.epoch_time),
+            "aws:currenttime" => Some(
+                self.current_time
+                    .get_or_init(|| [time::format_iso(self.now)]),
+            ),
+            "aws:epochtime" => Some(
+                self.epoch_time
+                    .get_or_init(|| [time::format_epoch(self.now)]),
+            ),
             _ => None,
         }
     }
