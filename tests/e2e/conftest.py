@@ -358,8 +358,9 @@ class Functions:
     def create(self, zip_bytes, name=None, runtime=None, handler="lambda_function.lambda_handler",
                prefix="fn", wait=True, **kw):
         name = name or unique(prefix)
+        kw.setdefault("Role", ROLE)
         resp = self.lam.create_function(
-            FunctionName=name, Runtime=runtime or PY_RUNTIME, Role=ROLE, Handler=handler,
+            FunctionName=name, Runtime=runtime or PY_RUNTIME, Handler=handler,
             Code={"ZipFile": zip_bytes}, **kw)
         self.created.append(name)
         if wait:

@@ -238,3 +238,86 @@ def lambda_handler(event, context):
     role_name = ROLE.rsplit("/", 1)[1]
     assert body == {"arn": f"arn:aws:sts::000000000000:assumed-role/{role_name}/{name}",
                     "has_token": True, "key": "ASIA"}, body
+
+
+def user_with(server, iam, managed=(), inline=None):
+    """A new user with these policies, and boto3 clients acting as them."""
+    name = unique("u")
+    iam.create_user(UserName=name)
+    for arn in managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    if inline:
+        iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=json.dumps(inline))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return lambda service: as_key(server, service, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+def test_policies_are_enforced_for_users(server, iam, functions, lam):
+    target = functions.python("def lambda_handler(e, c):\n    return 'hi'\n")["FunctionName"]
+    other = functions.python("def lambda_handler(e, c):\n    return 'other'\n")["FunctionName"]
+
+    nobody = user_with(server, iam)
+    with pytest.raises(ClientError) as e:
+        nobody("lambda").list_functions()
+    assert error_code(e) == "AccessDeniedException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "is not authorized to perform: lambda:ListFunctions" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        nobody("iam").list_users()
+    assert error_code(e) == "AccessDenied"
+    assert nobody("sts").get_caller_identity()["Arn"].startswith("arn:aws:iam::000000000000:user/"), \
+        "GetCallerIdentity needs no permission"
+
+    reader = user_with(server, iam, managed=["arn:aws:iam::aws:policy/AWSLambda_ReadOnlyAccess"])
+    assert target in [f["FunctionName"] for f in reader("lambda").list_functions()["Functions"]]
+    with pytest.raises(ClientError) as e:
+        reader("lambda").invoke(FunctionName=target)
+    assert error_code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        reader("lambda").delete_function(FunctionName=target)
+    assert error_code(e) == "AccessDeniedException"
+
+    one_fn = user_with(server, iam, inline={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": f"arn:aws:lambda:{REGION}:000000000000:function:{target}"}]})
+    assert one_fn("lambda").invoke(FunctionName=target)["Payload"].read() == b'"hi"'
+    with pytest.raises(ClientError) as e:
+        one_fn("lambda").invoke(FunctionName=other)
+    assert error_code(e) == "AccessDeniedException"
+
+    admin_but = user_with(server, iam, managed=["arn:aws:iam::aws:policy/AdministratorAccess"], inline={
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "lambda:Invoke*", "Resource": "*"}]})
+    assert admin_but("lambda").get_function(FunctionName=target)["Configuration"]["FunctionName"] == target
+    with pytest.raises(ClientError) as e:
+        admin_but("lambda").invoke(FunctionName=target)
+    assert error_code(e) == "AccessDeniedException"
+    assert "explicit deny" in e.value.response["Error"]["Message"]
+
+    with pytest.raises(ClientError) as e:
+        nobody("logs").describe_log_groups()
+    assert error_code(e) == "AccessDeniedException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_a_role_without_log_permissions_gets_no_logs(server, iam, functions, lam, logs):
+    role = unique("nologs")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    quiet = functions.python("def lambda_handler(e, c):\n    print('unseen')\n    return 1\n", Role=arn)["FunctionName"]
+    loud = functions.python("def lambda_handler(e, c):\n    print('seen')\n    return 1\n")["FunctionName"]
+    from conftest import invoke, wait_for
+    _, _, tail = invoke(lam, quiet, {})
+    assert "unseen" in tail, "the invoke response still carries its log tail"
+    invoke(lam, loud, {})
+
+    def loud_logged():
+        try:
+            return logs.describe_log_streams(logGroupName=f"/aws/lambda/{loud}")["logStreams"]
+        except ClientError:
+            return None
+    wait_for(loud_logged, what="the logs of a role with AWSLambdaBasicExecutionRole")
+    with pytest.raises(ClientError) as e:
+        logs.describe_log_streams(logGroupName=f"/aws/lambda/{quiet}")
+    assert error_code(e) == "ResourceNotFoundException", "no log group for a role without logs permissions"

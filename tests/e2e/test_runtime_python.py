@@ -257,6 +257,7 @@ def test_runtime_environment_variables(lam, functions, server):
 
 
 BOTO3_INSIDE = """import boto3
+from botocore.exceptions import ClientError
 
 def lambda_handler(event, context):
     client = boto3.client("lambda")
@@ -264,19 +265,37 @@ def lambda_handler(event, context):
     for page in client.get_paginator("list_functions").paginate():
         names += [f["FunctionName"] for f in page["Functions"]]
     me = client.get_function_configuration(FunctionName=context.function_name)
+    try:
+        client.delete_function(FunctionName=context.function_name)
+        denied = None
+    except ClientError as e:
+        denied = e.response["Error"]["Code"]
     return {"names": names, "my_arn": me["FunctionArn"],
-            "endpoint": client.meta.endpoint_url}
+            "endpoint": client.meta.endpoint_url, "delete": denied}
 """
 
 
-def test_boto3_inside_a_function_talks_to_nimbus(lam, functions, server):
+def test_boto3_inside_a_function_talks_to_nimbus_with_its_roles_permissions(lam, functions, server):
+    """The function's boto3 uses its execution role's session: what the
+    role's policy allows works, the rest is AccessDenied."""
+    iam = server.client("iam")
+    role = unique("reader-role")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="read-lambda", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["lambda:ListFunctions", "lambda:GetFunctionConfiguration"],
+                       "Resource": "*"}]}))
     name = unique("boto3-inside")
-    functions.python(BOTO3_INSIDE, name=name, Timeout=30)
+    functions.python(BOTO3_INSIDE, name=name, Timeout=30, Role=arn)
     resp, body, log = invoke(lam, name, {})
     assert "FunctionError" not in resp, body
     assert name in body["names"]
     assert body["my_arn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
     assert body["endpoint"].rstrip("/") == server.url.rstrip("/")
+    assert body["delete"] == "AccessDeniedException", "DeleteFunction is not in the role's policy"
+    assert lam.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
 
 
 MARKER = """def lambda_handler(event, context):

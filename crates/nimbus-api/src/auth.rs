@@ -203,6 +203,36 @@ pub(crate) async fn authenticate(
         let msg = format!("Credential should be scoped to correct service: '{expected}'. ");
         return reject(protocol, "InvalidSignatureException", &msg);
     }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    let id = state.lambda.identity();
+    if let Some(op) = crate::authz::operation(
+        &verified.service,
+        &parts.method,
+        parts.uri.path(),
+        target,
+        &body,
+        id,
+    ) {
+        let context = nimbus_policy::Context::new()
+            .with("aws:PrincipalArn", verified.principal.clone())
+            .with("aws:PrincipalAccount", id.account_id.clone())
+            .with("aws:RequestedRegion", verified.region.clone());
+        if let Err(message) =
+            state
+                .iam
+                .authorize(&verified.access_key_id, &op.action, &op.resource, &context)
+        {
+            tracing::debug!(principal = %verified.principal, action = %op.action, "access denied");
+            let code = match protocol {
+                Protocol::Query => "AccessDenied",
+                _ => "AccessDeniedException",
+            };
+            return reject(protocol, code, &message);
+        }
+    }
     parts.extensions.insert::<Verified>(verified);
     next.run(Request::from_parts(parts, Body::from(body))).await
 }

@@ -17,6 +17,7 @@
 //! responses. Internal error detail is logged, never sent.
 
 mod auth;
+mod authz;
 mod code;
 mod error;
 mod iam;

@@ -233,7 +233,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     };
     let iam = Arc::new(iam);
     let (log_tx, log_rx) = tokio::sync::mpsc::unbounded_channel();
-    let log_writer = nimbus_lambda::spawn_log_writer(store.clone(), log_rx)?;
+    let log_writer =
+        nimbus_lambda::spawn_log_writer(store.clone(), iam.clone(), args.region.clone(), log_rx)?;
     let engine = Engine::start(
         EngineConfig {
             runtime_dir: data_dir.join("runtime"),

@@ -223,6 +223,8 @@ pub struct IamService {
     root_secret: String,
     store: Arc<dyn Store>,
     state: RwLock<State>,
+    /// Compiled policies by document text.
+    compiled: RwLock<HashMap<String, Arc<nimbus_policy::Policy>>>,
 }
 
 impl std::fmt::Debug for IamService {
@@ -281,26 +283,24 @@ fn check_path(path: &str) -> IamResult<()> {
     }
 }
 
-/// Checks a policy document is well-formed JSON of IAM's shape.
+/// Checks an identity-based policy document as IAM does, with its
+/// `MalformedPolicyDocument` messages.
 pub fn validate_document(doc: &str) -> IamResult<()> {
-    let v: serde_json::Value = serde_json::from_str(doc)
-        .map_err(|_| IamError::MalformedPolicyDocument("Syntax errors in policy.".into()))?;
-    let Some(obj) = v.as_object() else {
-        return Err(IamError::MalformedPolicyDocument(
-            "Syntax errors in policy.".into(),
-        ));
-    };
-    if !obj.contains_key("Statement") {
-        return Err(IamError::MalformedPolicyDocument(
-            "Policy document must contain a Statement".into(),
-        ));
-    }
     if doc.len() > 10_240 {
         return Err(IamError::LimitExceeded(
             "Cannot exceed quota for PolicySize: 10240".into(),
         ));
     }
-    Ok(())
+    nimbus_policy::Policy::parse_identity(doc)
+        .map(|_| ())
+        .map_err(|e| IamError::MalformedPolicyDocument(e.to_string()))
+}
+
+/// Checks a trust policy (which names principals, not resources).
+fn validate_trust(doc: &str) -> IamResult<()> {
+    nimbus_policy::Policy::parse(doc)
+        .map(|_| ())
+        .map_err(|e| IamError::MalformedPolicyDocument(e.to_string()))
 }
 
 impl IamService {
@@ -377,6 +377,7 @@ impl IamService {
             root_secret: root_secret.into(),
             store,
             state: RwLock::new(state),
+            compiled: RwLock::new(HashMap::new()),
         })
     }
 
@@ -622,7 +623,7 @@ impl IamService {
         check_name("roleName", name, 64)?;
         let path = path.unwrap_or("/");
         check_path(path)?;
-        validate_document(trust_policy)?;
+        validate_trust(trust_policy)?;
         let max_session_s = max_session_s.unwrap_or(3600);
         if !(3600..=43_200).contains(&max_session_s) {
             return Err(IamError::Validation(format!(
@@ -694,7 +695,7 @@ impl IamService {
     }
 
     pub fn update_assume_role_policy(&self, name: &str, doc: &str) -> IamResult<()> {
-        validate_document(doc)?;
+        validate_trust(doc)?;
         let mut st = self.write();
         let mut role = st
             .roles
@@ -1051,13 +1052,91 @@ impl IamService {
         Ok(self.entity_policies(kind, name)?.1.into_keys().collect())
     }
 
+    // ---- authorisation ----
+
+    /// A policy compiled once per distinct document text.
+    fn compiled(&self, doc: &str) -> Option<Arc<nimbus_policy::Policy>> {
+        if let Some(p) = self
+            .compiled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(doc)
+        {
+            return Some(p.clone());
+        }
+        let p = Arc::new(nimbus_policy::Policy::parse(doc).ok()?);
+        let mut cache = self.compiled.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(doc.to_string(), p.clone());
+        Some(p)
+    }
+
+    /// Whether the principal of `access_key_id` may perform `action` on
+    /// `resource`: the root always may; users and role sessions as their
+    /// identity policies decide (IAM's logic: explicit deny, then allow,
+    /// else implicit deny). `Err` carries AWS's AccessDenied message.
+    pub fn authorize(
+        &self,
+        access_key_id: &str,
+        action: &str,
+        resource: &str,
+        context: &nimbus_policy::Context,
+    ) -> Result<(), String> {
+        let Some((caller, arn)) = self.caller(access_key_id) else {
+            return Err(format!(
+                "The security token included in the request is invalid: {access_key_id}"
+            ));
+        };
+        if caller == Caller::Root {
+            return Ok(());
+        }
+        self.authorize_caller(&caller, &arn, action, resource, context)
+    }
+
+    /// [`Self::authorize`] for a caller already resolved, e.g. a function's
+    /// execution role (`Caller::AssumedRole`).
+    pub fn authorize_caller(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        action: &str,
+        resource: &str,
+        context: &nimbus_policy::Context,
+    ) -> Result<(), String> {
+        if *caller == Caller::Root {
+            return Ok(());
+        }
+        let docs = self.identity_policies(caller);
+        let policies: Vec<Arc<nimbus_policy::Policy>> =
+            docs.iter().filter_map(|d| self.compiled(d)).collect();
+        let refs: Vec<&nimbus_policy::Policy> = policies.iter().map(AsRef::as_ref).collect();
+        let principal = nimbus_policy::Principal::from_arn(arn);
+        let req = nimbus_policy::Request {
+            principal: &principal,
+            action,
+            resource,
+            context,
+        };
+        match nimbus_policy::evaluate(&refs, None, &req) {
+            nimbus_policy::Decision::Allow => Ok(()),
+            nimbus_policy::Decision::ExplicitDeny => Err(format!(
+                "User: {arn} is not authorized to perform: {action} on resource: {resource} with an explicit deny in an identity-based policy"
+            )),
+            nimbus_policy::Decision::ImplicitDeny => Err(format!(
+                "User: {arn} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action"
+            )),
+        }
+    }
+
     // ---- trust ----
 
     /// Whether a role's trust policy lets `who` call `sts:AssumeRole`: an
     /// Allow statement naming it and no Deny that does. `who` is a service
     /// principal (`lambda.amazonaws.com`) or the caller's ARN.
     pub fn trust_allows(&self, role: &Role, who: &TrustedParty<'_>) -> bool {
-        trust::allows(&role.trust_policy, &self.account_id, who)
+        trust::allows(&role.trust_policy, &role.arn, who)
     }
 
     /// Checks that a role exists and that Lambda may assume it, with the

@@ -551,6 +551,8 @@ impl Engine {
             group: f.log_group(),
             stream: env.log_stream.clone(),
             lines: log,
+            role: f.role.clone(),
+            session: f.name.clone(),
         });
         InvokeOutcome {
             request_id: id,

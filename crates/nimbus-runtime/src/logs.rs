@@ -26,6 +26,10 @@ pub struct LogBatch {
     pub group: String,
     pub stream: String,
     pub lines: Vec<LogLine>,
+    /// The function's execution role and its session name (the function),
+    /// whose permissions decide whether the logs may be written.
+    pub role: String,
+    pub session: String,
 }
 
 #[derive(Default)]

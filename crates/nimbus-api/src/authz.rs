@@ -1,0 +1,231 @@
+//! Which IAM action and resource each request is, so the auth middleware
+//! can ask IAM whether a non-root principal may make it. One table for
+//! every API nimbus serves, as IAM's service authorization reference names
+//! them.
+
+use nimbus_core::Identity;
+
+/// The action (`service:Operation`) and resource ARN of a request, or
+/// `None` when IAM checks nothing (STS GetCallerIdentity).
+pub(crate) struct Operation {
+    pub(crate) action: String,
+    pub(crate) resource: String,
+}
+
+fn op(action: impl Into<String>, resource: impl Into<String>) -> Option<Operation> {
+    Some(Operation {
+        action: action.into(),
+        resource: resource.into(),
+    })
+}
+
+fn function_arn(id: &Identity, raw_name: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
+    match id.parse_function_ref(&decoded, None) {
+        Ok(f) => id.function_arn(&f.name),
+        Err(_) => id.function_arn(&decoded),
+    }
+}
+
+fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Option<Operation> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    use http::Method as M;
+    match (method, segs.as_slice()) {
+        (&M::POST, [_, "functions"]) => {
+            let name = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("FunctionName")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            op("lambda:CreateFunction", function_arn(id, &name))
+        }
+        (&M::GET, [_, "functions"]) => op("lambda:ListFunctions", "*"),
+        (&M::GET, [_, "functions", name]) => op("lambda:GetFunction", function_arn(id, name)),
+        (&M::DELETE, [_, "functions", name]) => op("lambda:DeleteFunction", function_arn(id, name)),
+        (&M::GET, [_, "functions", name, "configuration"]) => {
+            op("lambda:GetFunctionConfiguration", function_arn(id, name))
+        }
+        (&M::PUT, [_, "functions", name, "configuration"]) => {
+            op("lambda:UpdateFunctionConfiguration", function_arn(id, name))
+        }
+        (&M::PUT, [_, "functions", name, "code"]) => {
+            op("lambda:UpdateFunctionCode", function_arn(id, name))
+        }
+        (&M::POST, [_, "functions", name, "invocations" | "invoke-async"]) => {
+            op("lambda:InvokeFunction", function_arn(id, name))
+        }
+        (_, [_, "account-settings"]) => op("lambda:GetAccountSettings", "*"),
+        _ => op("lambda:UnknownOperation", "*"),
+    }
+}
+
+fn logs(target_op: &str, body: &[u8], id: &Identity) -> Option<Operation> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let group = v.get("logGroupName").and_then(|g| g.as_str());
+    let stream = v.get("logStreamName").and_then(|g| g.as_str());
+    let base = format!("arn:aws:logs:{}:{}:log-group:", id.region, id.account_id);
+    let resource = match (group, stream) {
+        (Some(g), Some(s)) => format!("{base}{g}:log-stream:{s}"),
+        (Some(g), None) => format!("{base}{g}:*"),
+        _ => "*".to_string(),
+    };
+    op(format!("logs:{target_op}"), resource)
+}
+
+fn form_param(body: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(body).split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn iam(body: &[u8], id: &Identity) -> Option<Operation> {
+    let action = form_param(body, "Action").unwrap_or_default();
+    let account = &id.account_id;
+    let resource = if let Some(user) = form_param(body, "UserName") {
+        format!("arn:aws:iam::{account}:user/{user}")
+    } else if let Some(role) = form_param(body, "RoleName") {
+        format!("arn:aws:iam::{account}:role/{role}")
+    } else if let Some(arn) = form_param(body, "PolicyArn") {
+        arn
+    } else if let Some(name) = form_param(body, "PolicyName") {
+        format!("arn:aws:iam::{account}:policy/{name}")
+    } else {
+        "*".to_string()
+    };
+    op(format!("iam:{action}"), resource)
+}
+
+fn sts(body: &[u8]) -> Option<Operation> {
+    match form_param(body, "Action").as_deref() {
+        // Anyone with valid credentials may ask who they are.
+        Some("GetCallerIdentity") => None,
+        Some(action) => op(
+            format!("sts:{action}"),
+            form_param(body, "RoleArn").unwrap_or_else(|| "*".into()),
+        ),
+        None => op("sts:UnknownOperation", "*"),
+    }
+}
+
+/// The operation of a verified request for `service` (its scope's).
+pub(crate) fn operation(
+    service: &str,
+    method: &http::Method,
+    path: &str,
+    target: Option<&str>,
+    body: &[u8],
+    id: &Identity,
+) -> Option<Operation> {
+    match service {
+        "lambda" => lambda(method, path, body, id),
+        "logs" => logs(
+            target
+                .and_then(|t| t.split_once('.'))
+                .map_or("", |(_, o)| o),
+            body,
+            id,
+        ),
+        "iam" => iam(body, id),
+        "sts" => sts(body),
+        "nimbus" => op("nimbus:GetUsage", "*"),
+        other => op(format!("{other}:UnknownOperation"), "*"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(service: &str, method: http::Method, path: &str, body: &str) -> (String, String) {
+        let o = operation(
+            service,
+            &method,
+            path,
+            Some("Logs_20140328.PutLogEvents"),
+            body.as_bytes(),
+            &Identity::default(),
+        )
+        .expect("an operation");
+        (o.action, o.resource)
+    }
+
+    #[test]
+    fn requests_map_to_iam_actions_and_resources() {
+        let f = "arn:aws:lambda:us-east-1:000000000000:function:demo";
+        assert_eq!(
+            check(
+                "lambda",
+                http::Method::POST,
+                "/2015-03-31/functions/demo/invocations",
+                ""
+            ),
+            ("lambda:InvokeFunction".into(), f.into())
+        );
+        assert_eq!(
+            check(
+                "lambda",
+                http::Method::GET,
+                "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Ademo/configuration",
+                ""
+            ),
+            ("lambda:GetFunctionConfiguration".into(), f.into())
+        );
+        assert_eq!(
+            check(
+                "lambda",
+                http::Method::POST,
+                "/2015-03-31/functions",
+                r#"{"FunctionName":"demo"}"#
+            ),
+            ("lambda:CreateFunction".into(), f.into())
+        );
+        assert_eq!(
+            check("lambda", http::Method::GET, "/2015-03-31/functions/", ""),
+            ("lambda:ListFunctions".into(), "*".into())
+        );
+        assert_eq!(
+            check(
+                "logs",
+                http::Method::POST,
+                "/",
+                r#"{"logGroupName":"/aws/lambda/demo","logStreamName":"s"}"#
+            ),
+            (
+                "logs:PutLogEvents".into(),
+                "arn:aws:logs:us-east-1:000000000000:log-group:/aws/lambda/demo:log-stream:s"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check(
+                "iam",
+                http::Method::POST,
+                "/",
+                "Action=GetRole&RoleName=r&Version=2010-05-08"
+            ),
+            (
+                "iam:GetRole".into(),
+                "arn:aws:iam::000000000000:role/r".into()
+            )
+        );
+        assert!(
+            operation(
+                "sts",
+                &http::Method::POST,
+                "/",
+                None,
+                b"Action=GetCallerIdentity",
+                &Identity::default()
+            )
+            .is_none()
+        );
+    }
+}
