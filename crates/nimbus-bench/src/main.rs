@@ -10,6 +10,7 @@
 //! See BENCHMARKS.md at the repository root for what is measured and the
 //! latest figures.
 
+mod authbench;
 mod bench;
 mod client;
 mod echo;
@@ -52,6 +53,13 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+    },
+    /// Per-request cost of SigV4 verification and IAM policy evaluation,
+    /// in-process on one thread (no server): prints ns per operation.
+    Auth {
+        /// Seconds per measurement round (5 rounds per operation).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
     },
 }
 
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
             clients,
             duration,
         }) => load::standalone(&url, clients, duration),
+        Some(Command::Auth { seconds }) => authbench::run(seconds),
         None => bench::run(cli.options),
     };
     match result {
