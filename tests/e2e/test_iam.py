@@ -321,3 +321,52 @@ def test_a_role_without_log_permissions_gets_no_logs(server, iam, functions, lam
     with pytest.raises(ClientError) as e:
         logs.describe_log_streams(logGroupName=f"/aws/lambda/{quiet}")
     assert error_code(e) == "ResourceNotFoundException", "no log group for a role without logs permissions"
+
+
+def test_function_resource_policies(server, iam, functions, lam, cli):
+    name = functions.python("def lambda_handler(e, c):\n    return 'granted'\n")["FunctionName"]
+    with pytest.raises(ClientError) as e:
+        lam.get_policy(FunctionName=name)
+    assert error_code(e) == "ResourceNotFoundException"
+
+    user = unique("guest")
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    guest = as_key(server, "lambda", key["AccessKeyId"], key["SecretAccessKey"])
+    with pytest.raises(ClientError) as e:
+        guest.invoke(FunctionName=name)
+    assert error_code(e) == "AccessDeniedException", "no policy lets the guest invoke yet"
+
+    user_arn = f"arn:aws:iam::000000000000:user/{user}"
+    out = lam.add_permission(FunctionName=name, StatementId="let-guest", Action="lambda:InvokeFunction",
+                             Principal=user_arn)
+    statement = json.loads(out["Statement"])
+    assert statement == {"Sid": "let-guest", "Effect": "Allow", "Principal": {"AWS": user_arn},
+                         "Action": "lambda:InvokeFunction",
+                         "Resource": f"arn:aws:lambda:{REGION}:000000000000:function:{name}"}
+    assert guest.invoke(FunctionName=name)["Payload"].read() == b'"granted"', \
+        "the function's resource policy allows what the guest's own policies do not"
+    with pytest.raises(ClientError) as e:
+        guest.get_function(FunctionName=name)
+    assert error_code(e) == "AccessDeniedException", "only InvokeFunction was granted"
+    with pytest.raises(ClientError) as e:
+        lam.add_permission(FunctionName=name, StatementId="let-guest", Action="lambda:InvokeFunction",
+                           Principal=user_arn)
+    assert error_code(e) == "ResourceConflictException"
+
+    cli.json("lambda", "add-permission", "--function-name", name, "--statement-id", "s3-invoke",
+             "--action", "lambda:InvokeFunction", "--principal", "s3.amazonaws.com",
+             "--source-arn", "arn:aws:s3:::photos", "--source-account", "000000000000")
+    policy = json.loads(lam.get_policy(FunctionName=name)["Policy"])
+    s3 = [s for s in policy["Statement"] if s["Sid"] == "s3-invoke"][0]
+    assert s3["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert s3["Condition"] == {"ArnLike": {"AWS:SourceArn": "arn:aws:s3:::photos"},
+                               "StringEquals": {"AWS:SourceAccount": "000000000000"}}
+
+    lam.remove_permission(FunctionName=name, StatementId="let-guest")
+    with pytest.raises(ClientError) as e:
+        guest.invoke(FunctionName=name)
+    assert error_code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        lam.remove_permission(FunctionName=name, StatementId="let-guest")
+    assert error_code(e) == "ResourceNotFoundException"

@@ -220,11 +220,23 @@ pub(crate) async fn authenticate(
             .with("aws:PrincipalArn", verified.principal.clone())
             .with("aws:PrincipalAccount", id.account_id.clone())
             .with("aws:RequestedRegion", verified.region.clone());
-        if let Err(message) =
-            state
-                .iam
-                .authorize(&verified.access_key_id, &op.action, &op.resource, &context)
-        {
+        // A function's resource-based policy (AddPermission) may allow what
+        // the caller's own policies do not.
+        let resource_policy = op
+            .resource
+            .strip_prefix(&format!(
+                "arn:aws:lambda:{}:{}:function:",
+                id.region, id.account_id
+            ))
+            .and_then(|name| state.lambda.policy_document(name));
+        let decision = state.iam.authorize(
+            &verified.access_key_id,
+            &op.action,
+            &op.resource,
+            resource_policy.as_deref(),
+            &context,
+        );
+        if let Err(message) = decision {
             tracing::debug!(principal = %verified.principal, action = %op.action, "access denied");
             let code = match protocol {
                 Protocol::Query => "AccessDenied",

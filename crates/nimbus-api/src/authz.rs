@@ -57,6 +57,15 @@ fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Opti
         (&M::POST, [_, "functions", name, "invocations" | "invoke-async"]) => {
             op("lambda:InvokeFunction", function_arn(id, name))
         }
+        (&M::POST, [_, "functions", name, "policy"]) => {
+            op("lambda:AddPermission", function_arn(id, name))
+        }
+        (&M::GET, [_, "functions", name, "policy"]) => {
+            op("lambda:GetPolicy", function_arn(id, name))
+        }
+        (&M::DELETE, [_, "functions", name, "policy", _]) => {
+            op("lambda:RemovePermission", function_arn(id, name))
+        }
         (_, [_, "account-settings"]) => op("lambda:GetAccountSettings", "*"),
         _ => op("lambda:UnknownOperation", "*"),
     }

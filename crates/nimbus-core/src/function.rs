@@ -144,6 +144,21 @@ pub struct FunctionSpec {
     pub revision_id: String,
     pub state: FunctionState,
     pub last_update_status: LastUpdateStatus,
+    /// The function's resource-based policy, one entry per AddPermission.
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+/// One statement of a function's resource-based policy (AddPermission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub sid: String,
+    /// `lambda:InvokeFunction`, `lambda:*`, ...
+    pub action: String,
+    /// A service (`s3.amazonaws.com`), an account id, or an IAM ARN.
+    pub principal: String,
+    pub source_arn: Option<String>,
+    pub source_account: Option<String>,
 }
 
 /// The settings a client may give when creating or reconfiguring a function;

@@ -1082,6 +1082,7 @@ impl IamService {
         access_key_id: &str,
         action: &str,
         resource: &str,
+        resource_policy: Option<&str>,
         context: &nimbus_policy::Context,
     ) -> Result<(), String> {
         let Some((caller, arn)) = self.caller(access_key_id) else {
@@ -1092,7 +1093,7 @@ impl IamService {
         if caller == Caller::Root {
             return Ok(());
         }
-        self.authorize_caller(&caller, &arn, action, resource, context)
+        self.evaluate_for(&caller, &arn, action, resource, resource_policy, context)
     }
 
     /// [`Self::authorize`] for a caller already resolved, e.g. a function's
@@ -1105,9 +1106,22 @@ impl IamService {
         resource: &str,
         context: &nimbus_policy::Context,
     ) -> Result<(), String> {
+        self.evaluate_for(caller, arn, action, resource, None, context)
+    }
+
+    fn evaluate_for(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        action: &str,
+        resource: &str,
+        resource_policy: Option<&str>,
+        context: &nimbus_policy::Context,
+    ) -> Result<(), String> {
         if *caller == Caller::Root {
             return Ok(());
         }
+        let resource_policy = resource_policy.and_then(|doc| self.compiled(doc));
         let docs = self.identity_policies(caller);
         let policies: Vec<Arc<nimbus_policy::Policy>> =
             docs.iter().filter_map(|d| self.compiled(d)).collect();
@@ -1119,7 +1133,7 @@ impl IamService {
             resource,
             context,
         };
-        match nimbus_policy::evaluate(&refs, None, &req) {
+        match nimbus_policy::evaluate(&refs, resource_policy.as_deref(), &req) {
             nimbus_policy::Decision::Allow => Ok(()),
             nimbus_policy::Decision::ExplicitDeny => Err(format!(
                 "User: {arn} is not authorized to perform: {action} on resource: {resource} with an explicit deny in an identity-based policy"

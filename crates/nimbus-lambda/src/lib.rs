@@ -9,6 +9,7 @@
 
 mod logwriter;
 mod metering;
+mod permissions;
 mod retention;
 mod roles;
 
@@ -348,6 +349,7 @@ impl LambdaService {
             revision_id: uuid::Uuid::new_v4().to_string(),
             state: FunctionState::Active,
             last_update_status: LastUpdateStatus::Successful,
+            permissions: Vec::new(),
         };
         if !self
             .store

@@ -187,6 +187,7 @@ pub fn store_test_suite(store: &dyn Store) {
         revision_id: "r1".into(),
         state: FunctionState::Active,
         last_update_status: LastUpdateStatus::Successful,
+        permissions: Vec::new(),
     };
     assert!(store.list_functions().unwrap().is_empty());
     assert!(store.create_function(&spec("b")).unwrap());

@@ -39,7 +39,7 @@ pub(crate) struct ListQuery {
 
 /// Runs a control-plane call (SQLite writes, zip unpacking) off the async
 /// workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&LambdaService) -> nimbus_core::LambdaResult<T> + Send + 'static,
 ) -> Result<T> {
@@ -50,13 +50,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError)
 }
 
-fn ok_json(status: StatusCode, v: serde_json::Value) -> Response {
+pub(super) fn ok_json(status: StatusCode, v: serde_json::Value) -> Response {
     let mut r = (status, Json(v)).into_response();
     r.headers_mut().insert("x-amzn-requestid", request_id());
     r
 }
 
-async fn parse_json<T: DeserializeOwned>(
+pub(super) async fn parse_json<T: DeserializeOwned>(
     body: axum::body::Body,
     operation: &'static str,
 ) -> Result<T> {

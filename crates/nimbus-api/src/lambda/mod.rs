@@ -2,6 +2,7 @@
 
 mod functions;
 mod invoke;
+mod permissions;
 mod shapes;
 
 use axum::Router;
@@ -34,6 +35,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy",
+            post(permissions::add).get(permissions::get),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/policy/{sid}",
+            axum::routing::delete(permissions::remove),
         )
         .route(
             "/2014-11-13/functions/{name}/invoke-async",
