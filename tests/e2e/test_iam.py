@@ -196,6 +196,12 @@ def test_iam_state_survives_a_restart(tmp_path):
         iam.create_role(RoleName="kept-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
         iam.attach_role_policy(RoleName="kept-role", PolicyArn=BASIC)
         srv.stop()
+        import sqlite3
+        db = sqlite3.connect(tmp_path / "data" / "nimbus.db")
+        stored = "".join(doc for (doc,) in db.execute("SELECT doc FROM documents"))
+        db.close()
+        assert key["AccessKeyId"] in stored
+        assert key["SecretAccessKey"] not in stored, "secrets are sealed at rest"
         srv.start()
         iam = srv.client("iam")
         assert iam.get_user(UserName="keeper")["User"]["UserName"] == "keeper"

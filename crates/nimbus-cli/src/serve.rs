@@ -119,6 +119,27 @@ pub(crate) fn parse_credentials(text: &str) -> Result<RootCredentials> {
     }
 }
 
+/// The key that seals secrets in the database (`<data-dir>/secrets.key`,
+/// mode 0600, created on first start): the database alone holds no usable
+/// credential.
+fn load_or_create_sealing_key(data_dir: &Path) -> Result<[u8; 32]> {
+    use base64::Engine as _;
+    let path = data_dir.join("secrets.key");
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let raw = engine
+            .decode(text.trim())
+            .with_context(|| format!("reading {}", path.display()))?;
+        return raw
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} must hold a 32-byte key", path.display()));
+    }
+    let key = random_bytes::<32>()?;
+    write_private(&path, &format!("{}\n", engine.encode(key)))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -192,6 +213,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         println!("  AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key);
     }
     let credentials_for_keys = credentials;
+    let sealing_key = load_or_create_sealing_key(&data_dir)?;
     let overrides = parse_runtime_overrides(&args.runtimes)?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("nimbus.db"))
@@ -226,6 +248,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
                 &creds.access_key_id,
                 &creds.secret_access_key,
                 store,
+                &sealing_key,
             )
         })
         .await?

@@ -11,8 +11,10 @@
 //! evaluation in `nimbus-policy`.
 
 mod managed;
+mod sealed;
 mod trust;
 
+pub use sealed::SecretBox;
 pub use trust::TrustedParty;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -223,6 +225,8 @@ pub struct IamService {
     root_secret: String,
     store: Arc<dyn Store>,
     state: RwLock<State>,
+    /// Seals secrets before they are stored.
+    sealer: SecretBox,
     /// Compiled policies by document text.
     compiled: RwLock<HashMap<String, Arc<nimbus_policy::Policy>>>,
 }
@@ -310,7 +314,10 @@ impl IamService {
         root_key_id: &str,
         root_secret: &str,
         store: Arc<dyn Store>,
+        sealing_key: &[u8; 32],
     ) -> IamResult<Self> {
+        let sealer = SecretBox::new(sealing_key);
+        let unseal = |v: &str| sealer.open(v).map_err(IamError::internal);
         let mut state = State::default();
         let load = |ns: &str| store.list_docs(ns).map_err(IamError::internal);
         for (_, doc) in load(NS_USER)? {
@@ -326,12 +333,15 @@ impl IamService {
             state.policies.insert(p.arn.clone(), p);
         }
         for (_, doc) in load(NS_KEY)? {
-            let k: AccessKey = serde_json::from_str(&doc).map_err(IamError::internal)?;
+            let mut k: AccessKey = serde_json::from_str(&doc).map_err(IamError::internal)?;
+            k.secret = unseal(&k.secret)?;
             state.keys.insert(k.id.clone(), k);
         }
         let now = Utc::now();
         for (key, doc) in load(NS_SESSION)? {
-            let s: Session = serde_json::from_str(&doc).map_err(IamError::internal)?;
+            let mut s: Session = serde_json::from_str(&doc).map_err(IamError::internal)?;
+            s.secret = unseal(&s.secret)?;
+            s.token = unseal(&s.token)?;
             if s.expires > now {
                 state.sessions.insert(s.access_key_id.clone(), s);
             } else {
@@ -377,6 +387,7 @@ impl IamService {
             root_secret: root_secret.into(),
             store,
             state: RwLock::new(state),
+            sealer,
             compiled: RwLock::new(HashMap::new()),
         })
     }
@@ -392,6 +403,13 @@ impl IamService {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sealed_key(&self, key: &AccessKey) -> AccessKey {
+        AccessKey {
+            secret: self.sealer.seal(&key.secret),
+            ..key.clone()
+        }
     }
 
     fn persist<T: Serialize>(&self, ns: &str, key: &str, value: &T) -> IamResult<()> {
@@ -559,7 +577,7 @@ impl IamService {
             active: true,
             created: Utc::now(),
         };
-        self.persist(NS_KEY, &key.id, &key)?;
+        self.persist(NS_KEY, &key.id, &self.sealed_key(&key))?;
         st.keys.insert(key.id.clone(), key.clone());
         Ok(key)
     }
@@ -586,7 +604,7 @@ impl IamService {
             _ => return Err(Self::no_key(id)),
         };
         key.active = active;
-        self.persist(NS_KEY, id, &key)?;
+        self.persist(NS_KEY, id, &self.sealed_key(&key))?;
         st.keys.insert(id.into(), key);
         Ok(())
     }
@@ -1243,7 +1261,12 @@ impl IamService {
             assumed_role_id: format!("{}:{session_name}", role.id),
             expires: Utc::now() + chrono::Duration::seconds(i64::from(duration_s)),
         };
-        self.persist(NS_SESSION, &session.access_key_id, &session)?;
+        let stored = Session {
+            secret: self.sealer.seal(&session.secret),
+            token: self.sealer.seal(&session.token),
+            ..session.clone()
+        };
+        self.persist(NS_SESSION, &session.access_key_id, &stored)?;
         self.write()
             .sessions
             .insert(session.access_key_id.clone(), session.clone());
