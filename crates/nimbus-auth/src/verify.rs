@@ -417,4 +417,58 @@ mod tests {
         let early = check(&headers, "{}", now() - chrono::Duration::minutes(16)).unwrap_err();
         assert!(matches!(early, AuthError::Expired(_)));
     }
+
+    #[test]
+    fn presigned_urls_expire_and_may_not_outlive_a_week() {
+        use crate::canonical::{canonical_request, signature, signing_key, string_to_sign};
+        let presign = |expires: &str| {
+            let scope = "20250101/us-east-1/lambda/aws4_request";
+            let mut query = format!(
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F{}&X-Amz-Date=20250101T120000Z&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
+                scope.replace('/', "%2F")
+            );
+            let headers = [("host", "127.0.0.1:9070")];
+            let hash = crate::payload_sha256(b"");
+            let req = RequestParts {
+                method: "GET",
+                path: "/2015-03-31/functions/",
+                query: &query,
+                headers: &headers,
+                payload_hash: &hash,
+            };
+            let canonical = canonical_request(&req, &["host"], PathMode::Normalized);
+            let sts = string_to_sign("20250101T120000Z", scope, &canonical);
+            let sig = signature(
+                &signing_key("secret", "20250101", "us-east-1", "lambda"),
+                &sts,
+            );
+            query += &format!("&X-Amz-Signature={sig}");
+            query
+        };
+        let check = |query: &str, at: DateTime<Utc>| {
+            let headers = [("host", "127.0.0.1:9070")];
+            let hash = crate::payload_sha256(b"");
+            let req = RequestParts {
+                method: "GET",
+                path: "/2015-03-31/functions/",
+                query,
+                headers: &headers,
+                payload_hash: &hash,
+            };
+            verify(&req, PathMode::Normalized, at, &Keys)
+        };
+        let q = presign("300");
+        assert!(check(&q, now() + chrono::Duration::seconds(299)).is_ok());
+        assert_eq!(
+            check(&q, now() + chrono::Duration::seconds(301)),
+            Err(AuthError::Expired("Request has expired".into()))
+        );
+        let week_and_a_bit = presign("604801");
+        assert!(matches!(
+            check(&week_and_a_bit, now()),
+            Err(AuthError::Incomplete(_))
+        ));
+        let tampered = q.replace("X-Amz-Expires=300", "X-Amz-Expires=600");
+        assert_eq!(check(&tampered, now()), Err(AuthError::Mismatch));
+    }
 }
