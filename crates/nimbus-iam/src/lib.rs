@@ -287,6 +287,24 @@ fn check_path(path: &str) -> IamResult<()> {
     }
 }
 
+/// A user or role can be deleted only once its policies are gone, as in IAM.
+fn no_policies_left(
+    attached: &BTreeSet<String>,
+    inline: &BTreeMap<String, String>,
+) -> IamResult<()> {
+    if !attached.is_empty() {
+        return Err(IamError::DeleteConflict(
+            "Cannot delete entity, must detach all policies first.".into(),
+        ));
+    }
+    if !inline.is_empty() {
+        return Err(IamError::DeleteConflict(
+            "Cannot delete entity, must delete policies first.".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an identity-based policy document as IAM does, with its
 /// `MalformedPolicyDocument` messages.
 pub fn validate_document(doc: &str) -> IamResult<()> {
@@ -545,16 +563,7 @@ impl IamService {
                 "Cannot delete entity, must delete access keys first.".into(),
             ));
         }
-        if !user.attached.is_empty() {
-            return Err(IamError::DeleteConflict(
-                "Cannot delete entity, must detach all policies first.".into(),
-            ));
-        }
-        if !user.inline.is_empty() {
-            return Err(IamError::DeleteConflict(
-                "Cannot delete entity, must delete policies first.".into(),
-            ));
-        }
+        no_policies_left(&user.attached, &user.inline)?;
         self.unpersist(NS_USER, name)?;
         st.users.remove(name);
         Ok(())
@@ -697,16 +706,7 @@ impl IamService {
     pub fn delete_role(&self, name: &str) -> IamResult<()> {
         let mut st = self.write();
         let role = st.roles.get(name).ok_or_else(|| Self::no_role(name))?;
-        if !role.attached.is_empty() {
-            return Err(IamError::DeleteConflict(
-                "Cannot delete entity, must detach all policies first.".into(),
-            ));
-        }
-        if !role.inline.is_empty() {
-            return Err(IamError::DeleteConflict(
-                "Cannot delete entity, must delete policies first.".into(),
-            ));
-        }
+        no_policies_left(&role.attached, &role.inline)?;
         self.unpersist(NS_ROLE, name)?;
         st.roles.remove(name);
         Ok(())
