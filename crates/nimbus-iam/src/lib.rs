@@ -471,6 +471,11 @@ impl IamService {
         })
     }
 
+    /// Whether an access key is the account's root key.
+    pub fn is_root(&self, access_key_id: &str) -> bool {
+        access_key_id == self.root_key_id
+    }
+
     /// The unique id AWS shows for a caller (GetCallerIdentity's UserId).
     pub fn caller_user_id(&self, caller: &Caller, access_key_id: &str) -> String {
         let st = self.read();
