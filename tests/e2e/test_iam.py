@@ -376,3 +376,22 @@ def test_function_resource_policies(server, iam, functions, lam, cli):
     with pytest.raises(ClientError) as e:
         lam.remove_permission(FunctionName=name, StatementId="let-guest")
     assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_creating_a_function_needs_pass_role_on_its_role(server, iam, functions):
+    from conftest import PY_RUNTIME, ROLE, py_zip
+    code = {"ZipFile": py_zip("def lambda_handler(e, c):\n    return 1\n")}
+    create_only = user_with(server, iam, inline={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "lambda:CreateFunction", "Resource": "*"}]})
+    with pytest.raises(ClientError) as e:
+        create_only("lambda").create_function(FunctionName=unique("pr"), Runtime=PY_RUNTIME, Role=ROLE,
+                                               Handler="lambda_function.lambda_handler", Code=code)
+    assert error_code(e) == "AccessDeniedException"
+    assert "iam:PassRole" in e.value.response["Error"]["Message"]
+
+    full = user_with(server, iam, managed=["arn:aws:iam::aws:policy/AWSLambda_FullAccess"])
+    name = unique("pr-ok")
+    full("lambda").create_function(FunctionName=name, Runtime=PY_RUNTIME, Role=ROLE,
+                                   Handler="lambda_function.lambda_handler", Code=code)
+    functions.created.append(name)
+    assert full("lambda").get_function(FunctionName=name)["Configuration"]["Role"] == ROLE

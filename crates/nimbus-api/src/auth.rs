@@ -237,13 +237,30 @@ pub(crate) async fn authenticate(
                 id.region, id.account_id
             ))
             .and_then(|name| state.lambda.policy_document(name));
-        let decision = state.iam.authorize(
-            &verified.access_key_id,
-            &op.action,
-            &op.resource,
-            resource_policy.as_deref(),
-            &context,
-        );
+        let decision = state
+            .iam
+            .authorize(
+                &verified.access_key_id,
+                &op.action,
+                &op.resource,
+                resource_policy.as_deref(),
+                &context,
+            )
+            .and_then(|()| match &op.passes_role {
+                Some(role) => {
+                    let passing = context
+                        .clone()
+                        .with("iam:PassedToService", "lambda.amazonaws.com");
+                    state.iam.authorize(
+                        &verified.access_key_id,
+                        "iam:PassRole",
+                        role,
+                        None,
+                        &passing,
+                    )
+                }
+                None => Ok(()),
+            });
         if let Err(message) = decision {
             tracing::debug!(principal = %verified.principal, action = %op.action, "access denied");
             let code = match protocol {

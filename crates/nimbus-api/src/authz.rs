@@ -10,12 +10,18 @@ use nimbus_core::Identity;
 pub(crate) struct Operation {
     pub(crate) action: String,
     pub(crate) resource: String,
+    /// A role the request hands to Lambda (CreateFunction,
+    /// UpdateFunctionConfiguration): the caller also needs `iam:PassRole`
+    /// on it, or anyone allowed to create functions could run code with
+    /// any role's permissions.
+    pub(crate) passes_role: Option<String>,
 }
 
 fn op(action: impl Into<String>, resource: impl Into<String>) -> Option<Operation> {
     Some(Operation {
         action: action.into(),
         resource: resource.into(),
+        passes_role: None,
     })
 }
 
@@ -25,6 +31,15 @@ fn function_arn(id: &Identity, raw_name: &str) -> String {
         Ok(f) => id.function_arn(&f.name),
         Err(_) => id.function_arn(&decoded),
     }
+}
+
+/// The `Role` of a CreateFunction / UpdateFunctionConfiguration body.
+fn role_in(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("Role")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Option<Operation> {
@@ -40,7 +55,10 @@ fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Opti
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
-            op("lambda:CreateFunction", function_arn(id, &name))
+            op("lambda:CreateFunction", function_arn(id, &name)).map(|o| Operation {
+                passes_role: role_in(body),
+                ..o
+            })
         }
         (&M::GET, [_, "functions"]) => op("lambda:ListFunctions", "*"),
         (&M::GET, [_, "functions", name]) => op("lambda:GetFunction", function_arn(id, name)),
@@ -49,7 +67,10 @@ fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Opti
             op("lambda:GetFunctionConfiguration", function_arn(id, name))
         }
         (&M::PUT, [_, "functions", name, "configuration"]) => {
-            op("lambda:UpdateFunctionConfiguration", function_arn(id, name))
+            op("lambda:UpdateFunctionConfiguration", function_arn(id, name)).map(|o| Operation {
+                passes_role: role_in(body),
+                ..o
+            })
         }
         (&M::PUT, [_, "functions", name, "code"]) => {
             op("lambda:UpdateFunctionCode", function_arn(id, name))
