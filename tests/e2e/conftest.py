@@ -210,6 +210,22 @@ class Server:
 _servers = []
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """Starts servers of the test's own (data dir, extra `serve` flags),
+    for tests that restart or reconfigure one; all are killed afterwards."""
+    started = []
+
+    def start(data_dir=None, args=()):
+        srv = Server(data_dir or tmp_path / "data", args).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.kill()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("nimbus") / "data").start()

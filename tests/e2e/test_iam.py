@@ -3,13 +3,15 @@ with trust policies, managed (AWS and customer) and inline policies,
 GetCallerIdentity and AssumeRole, and that it all survives a restart."""
 
 import json
+import sqlite3
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server, error_code, unique
+from conftest import (PY_RUNTIME, REGION, ROLE, error_code, invoke, py_zip, unique,
+                      wait_for)
 
 LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
@@ -187,33 +189,28 @@ def test_iam_with_the_aws_cli(cli):
     cli.run("iam", "delete-user", "--user-name", name)
 
 
-def test_iam_state_survives_a_restart(tmp_path):
-    srv = Server(tmp_path / "data").start()
-    try:
-        iam = srv.client("iam")
-        iam.create_user(UserName="keeper")
-        key = iam.create_access_key(UserName="keeper")["AccessKey"]
-        iam.create_role(RoleName="kept-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
-        iam.attach_role_policy(RoleName="kept-role", PolicyArn=BASIC)
-        srv.stop()
-        import sqlite3
-        db = sqlite3.connect(tmp_path / "data" / "nimbus.db")
-        stored = "".join(doc for (doc,) in db.execute("SELECT doc FROM documents"))
-        db.close()
-        assert key["AccessKeyId"] in stored
-        assert key["SecretAccessKey"] not in stored, "secrets are sealed at rest"
-        srv.start()
-        iam = srv.client("iam")
-        assert iam.get_user(UserName="keeper")["User"]["UserName"] == "keeper"
-        assert iam.list_attached_role_policies(RoleName="kept-role")["AttachedPolicies"][0]["PolicyArn"] == BASIC
-        me = as_key(srv, "sts", key["AccessKeyId"], key["SecretAccessKey"]).get_caller_identity()
-        assert me["Arn"].endswith(":user/keeper"), "access keys keep working after a restart"
-    finally:
-        srv.kill()
+def test_iam_state_survives_a_restart(own_server, tmp_path):
+    srv = own_server(tmp_path / "data")
+    iam = srv.client("iam")
+    iam.create_user(UserName="keeper")
+    key = iam.create_access_key(UserName="keeper")["AccessKey"]
+    iam.create_role(RoleName="kept-role", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+    iam.attach_role_policy(RoleName="kept-role", PolicyArn=BASIC)
+    srv.stop()
+    db = sqlite3.connect(tmp_path / "data" / "nimbus.db")
+    stored = "".join(doc for (doc,) in db.execute("SELECT doc FROM documents"))
+    db.close()
+    assert key["AccessKeyId"] in stored
+    assert key["SecretAccessKey"] not in stored, "secrets are sealed at rest"
+    srv.start()
+    iam = srv.client("iam")
+    assert iam.get_user(UserName="keeper")["User"]["UserName"] == "keeper"
+    assert iam.list_attached_role_policies(RoleName="kept-role")["AttachedPolicies"][0]["PolicyArn"] == BASIC
+    me = as_key(srv, "sts", key["AccessKeyId"], key["SecretAccessKey"]).get_caller_identity()
+    assert me["Arn"].endswith(":user/keeper"), "access keys keep working after a restart"
 
 
 def test_create_function_requires_a_role_lambda_can_assume(server, iam, lam):
-    from conftest import PY_RUNTIME, py_zip
     code = {"ZipFile": py_zip("def lambda_handler(e, c):\n    return 1\n")}
     for role_arn in ["arn:aws:iam::000000000000:role/does-not-exist"]:
         with pytest.raises(ClientError) as e:
@@ -232,7 +229,6 @@ def test_create_function_requires_a_role_lambda_can_assume(server, iam, lam):
 
 
 def test_functions_run_with_their_execution_role_session(functions, lam):
-    from conftest import ROLE, invoke
     source = """import os, boto3
 def lambda_handler(event, context):
     me = boto3.client("sts").get_caller_identity()
@@ -313,7 +309,6 @@ def test_a_role_without_log_permissions_gets_no_logs(server, iam, functions, lam
     arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     quiet = functions.python("def lambda_handler(e, c):\n    print('unseen')\n    return 1\n", Role=arn)["FunctionName"]
     loud = functions.python("def lambda_handler(e, c):\n    print('seen')\n    return 1\n")["FunctionName"]
-    from conftest import invoke, wait_for
     _, _, tail = invoke(lam, quiet, {})
     assert "unseen" in tail, "the invoke response still carries its log tail"
     invoke(lam, loud, {})
@@ -379,7 +374,6 @@ def test_function_resource_policies(server, iam, functions, lam, cli):
 
 
 def test_creating_a_function_needs_pass_role_on_its_role(server, iam, functions):
-    from conftest import PY_RUNTIME, ROLE, py_zip
     code = {"ZipFile": py_zip("def lambda_handler(e, c):\n    return 1\n")}
     create_only = user_with(server, iam, inline={"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "lambda:CreateFunction", "Resource": "*"}]})

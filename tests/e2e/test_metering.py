@@ -23,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from conftest import (ACCESS_KEY, PY_RUNTIME, REGION, REPORT_RE, ROLE, SECRET_KEY, Server,
+from conftest import (ACCESS_KEY, PY_RUNTIME, REGION, REPORT_RE, ROLE, SECRET_KEY,
                       error_code, invoke, py_zip, server_binary, unique, wait_for)
 
 PRICE_PER_REQUEST = 0.20 / 1e6
@@ -278,20 +278,6 @@ def test_metrics_after_invocations(server, metered):
         low, high = sum(d <= le - eps for d in durations), sum(d <= le + eps for d in durations)
         assert low <= n <= high, (le, n, durations)
     assert s[f"{h}_sum{label}"] == pytest.approx(sum(durations), abs=6 * eps + 1e-6)
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    started = []
-
-    def start(data_dir=None, args=()):
-        srv = Server(data_dir or tmp_path / "data", args).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.kill()
 
 
 def test_throttles_are_counted_and_usage_survives_restart(own_server, tmp_path):

@@ -10,22 +10,8 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (HELLO_EVENT, HELLO_WORLD, PY_RUNTIME, ROLE, Server, invoke,
+from conftest import (HELLO_EVENT, HELLO_WORLD, PY_RUNTIME, ROLE, invoke,
                       make_zip, report, wait_for)
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    started = []
-
-    def start(data_dir=None, args=()):
-        srv = Server(data_dir or tmp_path / "data", args).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.kill()
 
 
 def test_restart_keeps_functions(own_server, tmp_path):

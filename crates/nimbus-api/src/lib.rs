@@ -24,6 +24,7 @@ mod iam;
 mod lambda;
 mod logs;
 mod metrics;
+mod paging;
 mod usage;
 
 use std::sync::Arc;

@@ -189,22 +189,14 @@ fn group_arn(ra: &str, group: &str) -> String {
     format!("arn:aws:logs:{ra}:log-group:{group}")
 }
 
-/// Offset-based paging token for listings.
+/// Offset paging with CloudWatch Logs' error for a bad token.
 fn page<T>(
     items: Vec<T>,
     token: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<T>, Option<String>), LogsError> {
-    let start: usize = match token {
-        None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| LogsError::user("InvalidParameterException", "Invalid nextToken"))?,
-    };
-    let total = items.len();
-    let out: Vec<T> = items.into_iter().skip(start).take(limit).collect();
-    let next = (start + out.len() < total).then(|| (start + out.len()).to_string());
-    Ok((out, next))
+    crate::paging::offset_page(items, token, limit)
+        .ok_or_else(|| LogsError::user("InvalidParameterException", "Invalid nextToken"))
 }
 
 /// A filter pattern as the plain-text subset: space-separated terms that

@@ -58,12 +58,6 @@ impl Params {
 
     /// `Marker` / `MaxItems` paging over an already ordered list.
     pub(crate) fn page<T>(&self, items: Vec<T>) -> Result<(Vec<T>, Option<String>), IamError> {
-        let start: usize = match self.get("Marker") {
-            None | Some("") => 0,
-            Some(m) => m
-                .parse()
-                .map_err(|_| IamError::InvalidInput("Invalid Marker.".into()))?,
-        };
         let max: usize = match self.get("MaxItems") {
             None => 100,
             Some(m) => m.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
@@ -72,10 +66,8 @@ impl Params {
                 ))
             })?,
         };
-        let total = items.len();
-        let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
-        let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
-        Ok((page, next))
+        crate::paging::offset_page(items, self.get("Marker"), max)
+            .ok_or_else(|| IamError::InvalidInput("Invalid Marker.".into()))
     }
 }
 
