@@ -1,26 +1,40 @@
-//! Process isolation for execution environments.
-//!
-//! Today this is the *plain-process* mode: each environment is a child
-//! process in its own process group and session, with a scrubbed
-//! environment, its stdout and stderr merged into one pipe that the caller
-//! reads as the function's log, a parent-death signal so no runtime outlives
-//! the server, and a kill that takes the whole group. Namespaces, cgroups,
-//! seccomp and dropped privileges (issue 4) belong here too, behind the same
+//! Isolation for execution environments, in two modes behind one
 //! [`Sandbox`] type.
+//!
+//! - **Jailed** ([`Sandbox::spawn_jailed`], [`jail`]): the default as root on
+//!   Linux. Its own mount, PID, IPC, UTS and network namespaces, a root
+//!   filesystem holding only read-only system directories, the runtime and
+//!   the function's code, a private size-limited `/tmp`, a cgroup
+//!   ([`cgroup`]) enforcing memory, CPU and pids, an unprivileged uid, no
+//!   new privileges and a seccomp filter.
+//! - **Plain process** ([`Sandbox::spawn`]): for unprivileged development; a
+//!   child process in its own session, nothing more.
+//!
+//! Both: a scrubbed environment, stdout and stderr merged into one pipe that
+//! the caller reads as the function's log, a parent-death signal so no
+//! runtime outlives the server, and a kill that takes the whole group.
 //!
 //! This is the only crate where `unsafe` is allowed; each use has a
 //! `// SAFETY:` comment.
 
+pub mod jail;
+
 use std::ffi::OsString;
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
+};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
+
+use crate::jail::{JailConfig, JailSpec, Message};
 
 /// What to run in a new sandbox.
 #[derive(Debug, Clone)]
@@ -37,53 +51,105 @@ pub struct SandboxSpec {
 pub struct Sandbox {
     child: tokio::process::Child,
     pid: u32,
+    /// The jail's control socket (jailed mode only).
+    control: Option<OwnedFd>,
+    exec_error: Option<io::Error>,
 }
 
 /// The read end of the sandbox's merged stdout/stderr pipe.
 pub type OutputPipe = pipe::Receiver;
 
+/// How long a jail may take to report its listeners.
+const JAIL_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Sandbox {
-    /// Starts the sandbox. Returns it with the read end of its output pipe.
+    /// Starts a plain-process sandbox. Returns it with the read end of its
+    /// output pipe.
     pub fn spawn(spec: &SandboxSpec) -> io::Result<(Self, OutputPipe)> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let write_err: OwnedFd = write.as_fd().try_clone_to_owned()?;
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write))
-            .stderr(Stdio::from(write_err))
-            .kill_on_drop(true);
-        let std_cmd = cmd.as_std_mut();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (setsid, prctl) without
-        // allocating or touching locks held by other threads.
-        unsafe {
-            std_cmd.pre_exec(|| {
-                nix::unistd::setsid()?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
-        // The child holds its copies of the write end; dropping `cmd` drops
-        // ours, so the pipe reports EOF once every process in it has exited.
-        drop(cmd);
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
-        let output = pipe::Receiver::from_owned_fd(read)?;
-        Ok((Self { child, pid }, output))
+            .current_dir(&spec.cwd);
+        start(cmd, None)
     }
 
-    /// The process id of the sandbox's first process.
+    /// Starts a jailed sandbox running `spec` (whose paths are as seen
+    /// inside the jail). Blocks until the jail is set up and listening, and
+    /// returns the listeners it bound inside its network namespace, in the
+    /// order of `jail.listen`.
+    pub fn spawn_jailed(
+        spec: &SandboxSpec,
+        jail: &JailSpec,
+    ) -> io::Result<(Self, OutputPipe, Vec<std::net::TcpListener>)> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let config = JailConfig {
+            program: spec.program.to_string_lossy().into_owned(),
+            args: spec
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.to_string_lossy().into_owned(),
+            root_dir: jail.root_dir.clone(),
+            code_dir: jail.code_dir.clone(),
+            runtime_dir: jail.runtime_dir.clone(),
+            ro_paths: jail.ro_paths.clone(),
+            tmp_mb: jail.tmp_mb,
+            uid: jail::SANDBOX_UID,
+            gid: jail::SANDBOX_UID,
+            hostname: jail.hostname.clone(),
+            listen: jail.listen.clone(),
+            cgroup_procs: jail.cgroup_procs.clone(),
+            nofile: jail.nofile,
+        };
+        let bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
+        if bytes.len() > jail::MAX_MESSAGE {
+            return Err(io::Error::other("jail configuration too large"));
+        }
+        let mut cmd = tokio::process::Command::new(&jail.helper);
+        cmd.args(&jail.helper_args).env_clear().current_dir("/");
+        let (mut sandbox, output) = start(cmd, Some(theirs.as_raw_fd()))?;
+        drop(theirs);
+        sendmsg::<()>(
+            ours.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )?;
+        set_receive_timeout(&ours, Some(JAIL_SETUP_TIMEOUT))?;
+        let (msg, fds) = receive(&ours)?;
+        set_receive_timeout(&ours, None)?;
+        match msg {
+            Message::Listening if fds.len() == jail.listen.len() => {}
+            Message::Failed(step) => {
+                return Err(io::Error::other(format!("setting up the sandbox: {step}")));
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unexpected message from the sandbox: {other:?}"
+                )));
+            }
+        }
+        sandbox.control = Some(ours);
+        let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
+        Ok((sandbox, output, listeners))
+    }
+
+    /// The process id of the sandbox's first process (in jailed mode, the
+    /// jail's monitor).
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// Kills every process of the sandbox (its process group). Idempotent.
+    /// Kills every process of the sandbox. Idempotent.
     pub fn kill(&self) {
         // A pid that fits in i32 is the only kind Linux hands out.
         let pgid = Pid::from_raw(self.pid as i32);
@@ -94,13 +160,39 @@ impl Sandbox {
         }
     }
 
-    /// Waits for the first process to exit.
+    /// Waits for the sandbox to end. In jailed mode this is the runtime's
+    /// own exit status when the jail reported it.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.child.wait().await
+        let status = self.child.wait().await?;
+        let Some(ctl) = &self.control else {
+            return Ok(status);
+        };
+        let mut runtime_status = None;
+        while let Ok((msg, _)) = receive_nonblocking(ctl) {
+            match msg {
+                Message::Exited(raw) => runtime_status = Some(ExitStatus::from_raw(raw)),
+                Message::ExecFailed(errno) => {
+                    self.exec_error = Some(io::Error::from_raw_os_error(errno));
+                }
+                Message::Failed(step) => {
+                    self.exec_error =
+                        Some(io::Error::other(format!("setting up the sandbox: {step}")));
+                }
+                Message::Listening => {}
+            }
+        }
+        Ok(runtime_status.unwrap_or(status))
     }
 
-    /// Peak resident memory of the sandbox's process, in bytes, as the
-    /// kernel recorded it (`VmHWM`); `None` once it has exited.
+    /// Why the runtime could not be executed, once [`Sandbox::wait`] has
+    /// returned (jailed mode; in plain-process mode `spawn` fails instead).
+    pub fn exec_error(&self) -> Option<&io::Error> {
+        self.exec_error.as_ref()
+    }
+
+    /// Peak resident memory of the sandbox's first process, in bytes, as
+    /// the kernel recorded it (`VmHWM`); `None` once it has exited. Jailed
+    /// sandboxes are measured by their cgroup instead.
     pub fn peak_memory_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -113,4 +205,105 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `cmd` in a new session with a scrubbed environment, its output
+/// merged into one pipe, and (jailed mode) the control socket on fd 3.
+fn start(
+    mut cmd: tokio::process::Command,
+    control: Option<RawFd>,
+) -> io::Result<(Sandbox, OutputPipe)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let write_err: OwnedFd = write.as_fd().try_clone_to_owned()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(write_err))
+        .kill_on_drop(true);
+    let std_cmd = cmd.as_std_mut();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (setsid, prctl, dup2, fcntl)
+    // without allocating or touching locks held by other threads.
+    unsafe {
+        std_cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if let Some(fd) = control {
+                if fd == jail::CONTROL_FD {
+                    // dup2 onto itself would keep close-on-exec set.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, jail::CONTROL_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    // The child holds its copies of the write end; dropping `cmd` drops
+    // ours, so the pipe reports EOF once every process in it has exited.
+    drop(cmd);
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
+    let output = pipe::Receiver::from_owned_fd(read)?;
+    Ok((
+        Sandbox {
+            child,
+            pid,
+            control: None,
+            exec_error: None,
+        },
+        output,
+    ))
+}
+
+fn set_receive_timeout(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
+    let tv = timeout.map_or(nix::sys::time::TimeVal::new(0, 0), |t| {
+        nix::sys::time::TimeVal::new(t.as_secs() as i64, i64::from(t.subsec_micros()))
+    });
+    nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    Ok(())
+}
+
+fn receive(fd: &OwnedFd) -> io::Result<(Message, Vec<OwnedFd>)> {
+    receive_with(fd, MsgFlags::empty())
+}
+
+fn receive_nonblocking(fd: &OwnedFd) -> io::Result<(Message, Vec<OwnedFd>)> {
+    receive_with(fd, MsgFlags::MSG_DONTWAIT)
+}
+
+fn receive_with(fd: &OwnedFd, flags: MsgFlags) -> io::Result<(Message, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+    let (n, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            flags | MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                for raw in received {
+                    // SAFETY: the kernel just installed `raw` in this process
+                    // for this message; nothing else owns it.
+                    fds.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) });
+                }
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the sandbox closed its control socket",
+        ));
+    }
+    let msg = serde_json::from_slice(&buf[..n]).map_err(io::Error::other)?;
+    Ok((msg, fds))
 }

@@ -1,0 +1,419 @@
+//! The jail's own side: what runs in the helper process the server starts
+//! (`nimbus __jail`), from reading its configuration to `execve` of the
+//! function's runtime.
+//!
+//! Three processes, like Firecracker's jailer and the runtime it starts:
+//!
+//! 1. the **monitor**, started by the server with the control socket on
+//!    fd 3: it joins the sandbox's cgroup, unshares the mount, PID, IPC, UTS
+//!    and network namespaces, brings up loopback, binds the listeners the
+//!    server asked for and hands them back, builds the root filesystem, then
+//!    forks and waits;
+//! 2. **init**, PID 1 of the new PID namespace: it mounts `/proc`, pivots
+//!    into the new root, makes it read-only, starts the runtime and reaps
+//!    every orphan until the runtime exits, then reports its wait status to
+//!    the server and exits (the kernel kills whatever is left in the
+//!    namespace);
+//! 3. the **runtime**: a new session, resource limits, the unprivileged
+//!    user, no new privileges, the seccomp filter, then `execve`.
+//!
+//! Every process here is single-threaded, so the code between `fork` and
+//! `execve` may allocate and use the standard library freely.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, sendmsg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use super::{CONTROL_FD, JailConfig, Message};
+
+/// Runs the jail helper. Never returns: the process exits (or becomes the
+/// runtime).
+pub fn main() -> ! {
+    // SAFETY: the server starts this helper with the control socket on fd 3
+    // and nothing else owns that descriptor in this fresh process.
+    let ctl = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let _ = nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let code = match monitor(&ctl) {
+        Ok(code) => code,
+        Err(e) => {
+            send(&ctl, &Message::Failed(e.to_string()), &[]);
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// A setup step that failed, with what it was doing.
+#[derive(Debug)]
+struct StepError {
+    step: String,
+    errno: Errno,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.errno.desc())
+    }
+}
+
+trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepError>;
+}
+
+impl<T> Step<T> for nix::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepError> {
+        self.map_err(|errno| StepError {
+            step: what(),
+            errno,
+        })
+    }
+}
+
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepError> {
+        self.map_err(|e| StepError {
+            step: what(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })
+    }
+}
+
+fn monitor(ctl: &OwnedFd) -> Result<i32, StepError> {
+    let cfg = read_config(ctl)?;
+    let me = std::process::id().to_string();
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, &me).step(|| format!("joining cgroup {}", procs.display()))?;
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET,
+    )
+    .step(|| "unshare".into())?;
+    super::net::loopback_up().step(|| "bringing up loopback".into())?;
+    let listeners = cfg
+        .listen
+        .iter()
+        .map(|&port| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .step(|| format!("binding 127.0.0.1:{port}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fds: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    send(ctl, &Message::Listening, &fds);
+    drop(listeners);
+    nix::unistd::sethostname(&cfg.hostname).step(|| "sethostname".into())?;
+    build_root(&cfg)?;
+    let filters = super::seccomp::filters().map_err(|e| StepError {
+        step: format!("compiling the seccomp filter: {e}"),
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: this process is single-threaded (the helper never starts a
+    // thread), so the child may do anything the parent could.
+    match unsafe { nix::unistd::fork() }.step(|| "fork".into())? {
+        ForkResult::Child => {
+            let code = match init(&cfg, ctl, &filters) {
+                Ok(code) => code,
+                Err(e) => {
+                    send(ctl, &Message::Failed(e.to_string()), &[]);
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => Ok(match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            _ => 1,
+        }),
+    }
+}
+
+fn read_config(ctl: &OwnedFd) -> Result<JailConfig, StepError> {
+    let mut buf = vec![0u8; super::MAX_MESSAGE];
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        recvmsg::<()>(ctl.as_raw_fd(), &mut iov, None, MsgFlags::empty())
+            .step(|| "reading the jail configuration".into())?
+            .bytes
+    };
+    serde_json::from_slice(&buf[..n]).map_err(|e| StepError {
+        step: format!("parsing the jail configuration: {e}"),
+        errno: Errno::EINVAL,
+    })
+}
+
+/// Sends one message (and descriptors) to the server. Failures are ignored:
+/// a server that stopped listening kills the jail anyway.
+fn send(ctl: &OwnedFd, msg: &Message, fds: &[RawFd]) {
+    let Ok(bytes) = serde_json::to_vec(msg) else {
+        return;
+    };
+    let iov = [IoSlice::new(&bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    let _ = sendmsg::<()>(ctl.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None);
+}
+
+/// Lays out the new root at `cfg.root_dir`: a small tmpfs holding read-only
+/// binds of the system directories, the interpreters, the runtime and the
+/// function's code, a private `/tmp` and a minimal `/dev`. `/proc` is
+/// mounted by init, the first process of the new PID namespace.
+fn build_root(cfg: &JailConfig) -> Result<(), StepError> {
+    let none: Option<&str> = None;
+    // Nothing mounted here may propagate back to the host.
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
+        .step(|| "making / a slave mount".into())?;
+    let root = &cfg.root_dir;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=1m,mode=0755"),
+    )
+    .step(|| format!("mounting the root tmpfs on {}", root.display()))?;
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(top);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&host).step(|| format!("reading {}", host.display()))?;
+                symlink(target, root.join(top)).step(|| format!("linking /{top}"))?;
+            }
+            Ok(m) if m.is_dir() => bind_ro(&host, &root.join(top))?,
+            _ => {}
+        }
+    }
+    bind_ro(Path::new("/usr"), &root.join("usr"))?;
+    bind_ro(Path::new("/etc"), &root.join("etc"))?;
+    for p in &cfg.ro_paths {
+        if p.is_dir() && !p.starts_with("/usr") {
+            bind_ro(p, &inside(root, p))?;
+        }
+    }
+    bind_ro(&cfg.runtime_dir, &root.join("var/runtime"))?;
+    bind_ro(&cfg.code_dir, &root.join("var/task"))?;
+    mkdir(&root.join("opt"))?;
+    let tmp = root.join("tmp");
+    mkdir(&tmp)?;
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={}m,mode=1777", cfg.tmp_mb).as_str()),
+    )
+    .step(|| "mounting /tmp".into())?;
+    build_dev(root)?;
+    mkdir(&root.join("proc"))?;
+    Ok(())
+}
+
+fn build_dev(root: &Path) -> Result<(), StepError> {
+    let dev = root.join("dev");
+    mkdir(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
+    .step(|| "mounting /dev".into())?;
+    for node in ["null", "zero", "full", "random", "urandom"] {
+        let target = dev.join(node);
+        fs::File::create(&target).step(|| format!("creating /dev/{node}"))?;
+        let none: Option<&str> = None;
+        mount(
+            Some(Path::new("/dev").join(node).as_path()),
+            &target,
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .step(|| format!("binding /dev/{node}"))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).step(|| format!("linking /dev/{name}"))?;
+    }
+    Ok(())
+}
+
+/// `path` (absolute, on the host) under the new root.
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn mkdir(path: &Path) -> Result<(), StepError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .step(|| format!("creating {}", path.display()))
+}
+
+/// Binds `src` at `dst` (created) read-only, without setuid or devices.
+fn bind_ro(src: &Path, dst: &Path) -> Result<(), StepError> {
+    mkdir(dst)?;
+    let none: Option<&str> = None;
+    mount(
+        Some(src),
+        dst,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .step(|| format!("binding {}", src.display()))?;
+    mount(
+        none,
+        dst,
+        none,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        none,
+    )
+    .step(|| format!("making {} read-only", src.display()))
+}
+
+/// PID 1 of the sandbox.
+fn init(
+    cfg: &JailConfig,
+    ctl: &OwnedFd,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<i32, StepError> {
+    let none: Option<&str> = None;
+    let root = &cfg.root_dir;
+    mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .step(|| "mounting /proc".into())?;
+    nix::unistd::chdir(root).step(|| "entering the new root".into())?;
+    nix::unistd::pivot_root(".", ".").step(|| "pivot_root".into())?;
+    umount2(".", MntFlags::MNT_DETACH).step(|| "detaching the host root".into())?;
+    nix::unistd::chdir("/").step(|| "chdir /".into())?;
+    mount(
+        none,
+        "/",
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        none,
+    )
+    .step(|| "making / read-only".into())?;
+
+    let program = cstring(&cfg.program)?;
+    let mut argv = vec![program.clone()];
+    for a in &cfg.args {
+        argv.push(cstring(a)?);
+    }
+    let envp = cfg
+        .env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (exec_r, exec_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    // SAFETY: init is single-threaded (a fork of the single-threaded monitor).
+    match unsafe { nix::unistd::fork() }.step(|| "fork".into())? {
+        ForkResult::Child => {
+            drop(exec_r);
+            let errno = become_runtime(cfg, filters, &program, &argv, &envp);
+            let _ = nix::unistd::write(&exec_w, &(errno as i32).to_ne_bytes());
+            // SAFETY: `_exit` ends this forked child without running the
+            // parent's atexit handlers or flushing its stdio buffers twice.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(exec_w);
+            let mut buf = [0u8; 4];
+            if let Ok(4) = nix::unistd::read(&exec_r, &mut buf) {
+                send(ctl, &Message::ExecFailed(i32::from_ne_bytes(buf)), &[]);
+            }
+            drop(exec_r);
+            let status = reap_until(child);
+            send(ctl, &Message::Exited(status), &[]);
+            Ok(0)
+        }
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, StepError> {
+    CString::new(s).map_err(|_| StepError {
+        step: format!("{s:?} contains a NUL byte"),
+        errno: Errno::EINVAL,
+    })
+}
+
+/// Drops everything the runtime must not have, then executes it. Returns
+/// only on failure, with the reason.
+fn become_runtime(
+    cfg: &JailConfig,
+    filters: &[seccompiler::BpfProgram],
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+) -> Errno {
+    let run = || -> nix::Result<std::convert::Infallible> {
+        nix::unistd::setsid()?;
+        // Under memory pressure the host's OOM killer takes function code
+        // before the server (raising the score needs no privilege).
+        let _ = fs::write("/proc/self/oom_score_adj", "500");
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_NOFILE, cfg.nofile, cfg.nofile)?;
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+        nix::unistd::chdir(cfg.cwd.as_str())?;
+        let (uid, gid) = (Uid::from_raw(cfg.uid), Gid::from_raw(cfg.gid));
+        nix::unistd::setgroups(&[])?;
+        nix::unistd::setresgid(gid, gid, gid)?;
+        // Leaving uid 0 for a non-zero uid clears every capability.
+        nix::unistd::setresuid(uid, uid, uid)?;
+        nix::sys::prctl::set_no_new_privs()?;
+        for f in filters {
+            seccompiler::apply_filter(f).map_err(|_| Errno::EPERM)?;
+        }
+        nix::unistd::execve(program, argv, envp)
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Reaps every child until `main` exits; returns its raw wait status.
+fn reap_until(main: Pid) -> i32 {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => return (code & 0xff) << 8,
+            Ok(WaitStatus::Signaled(pid, sig, core)) if pid == main => {
+                return sig as i32 | if core { 0x80 } else { 0 };
+            }
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => return 0,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The jail: an execution environment in its own namespaces, root
+//! filesystem, cgroup, user and seccomp filter.
+//!
+//! The server side ([`JailSpec`], used by [`crate::Sandbox::spawn_jailed`])
+//! starts a helper process (the `nimbus` binary itself, run as
+//! `nimbus __jail`, which calls [`main`]), sends it a [`JailConfig`] over a
+//! `SOCK_SEQPACKET` control socket and receives back, over the same socket,
+//! the TCP listeners the helper bound inside the sandbox's network namespace
+//! (the Runtime API and the nimbus endpoint are served on them, so only
+//! that sandbox can reach them), then whether the runtime could be executed
+//! and finally the runtime's wait status. See `inside.rs` for the layers.
+
+mod inside;
+mod net;
+mod seccomp;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use inside::main;
+
+/// The descriptor the helper finds its control socket on.
+pub(crate) const CONTROL_FD: i32 = 3;
+
+/// Upper bound of one control message (the configuration, with the
+/// function's environment, is the largest).
+pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
+
+/// The uid and gid function code runs as (Lambda's `sbx_user1051` is 993).
+pub const SANDBOX_UID: u32 = 993;
+
+/// How to jail one execution environment.
+#[derive(Debug, Clone)]
+pub struct JailSpec {
+    /// The helper to start: a binary whose `main` calls [`main`] when given
+    /// `helper_args`.
+    pub helper: PathBuf,
+    pub helper_args: Vec<std::ffi::OsString>,
+    /// An empty directory the new root is mounted on (inside the sandbox's
+    /// own mount namespace, so all sandboxes can share it).
+    pub root_dir: PathBuf,
+    /// The function's unpacked code, seen read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// The runtime's bootstraps, seen read-only at `/var/runtime`.
+    pub runtime_dir: PathBuf,
+    /// Host directories seen read-only at the same path (interpreters
+    /// outside `/usr`).
+    pub ro_paths: Vec<PathBuf>,
+    /// Size of the private `/tmp` (`EphemeralStorage`), in MB.
+    pub tmp_mb: u32,
+    pub hostname: String,
+    /// Loopback ports to listen on inside the sandbox; the listeners are
+    /// handed back in this order.
+    pub listen: Vec<u16>,
+    /// The cgroup files the helper writes its pid to before anything else,
+    /// so every process of the sandbox is accounted and limited.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// `RLIMIT_NOFILE` of the runtime.
+    pub nofile: u64,
+}
+
+/// What the helper is told (the serialized form of a [`JailSpec`] and the
+/// program to run).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct JailConfig {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: String,
+    pub(crate) root_dir: PathBuf,
+    pub(crate) code_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
+    pub(crate) ro_paths: Vec<PathBuf>,
+    pub(crate) tmp_mb: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) hostname: String,
+    pub(crate) listen: Vec<u16>,
+    pub(crate) cgroup_procs: Vec<PathBuf>,
+    pub(crate) nofile: u64,
+}
+
+/// What the helper tells the server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// The listeners are attached to this message, in the order asked.
+    Listening,
+    /// Setting up the jail failed at this step.
+    Failed(String),
+    /// `execve` of the runtime failed with this errno.
+    ExecFailed(i32),
+    /// The runtime exited with this raw wait status.
+    Exited(i32),
+}
