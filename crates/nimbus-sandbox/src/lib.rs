@@ -17,6 +17,7 @@
 //! This is the only crate where `unsafe` is allowed; each use has a
 //! `// SAFETY:` comment.
 
+pub mod cgroup;
 pub mod jail;
 
 use std::ffi::OsString;
