@@ -1,7 +1,10 @@
-//! `GET /metrics`: per-function Lambda metrics in the Prometheus text
-//! exposition format 0.0.4, unauthenticated like `/_nimbus/health`.
+//! `GET /metrics`: per-function Lambda metrics and the node's execution
+//! environments (idle/busy, reserved memory against the memory budget,
+//! evictions) in the Prometheus text exposition format 0.0.4,
+//! unauthenticated like `/_nimbus/health`.
 //!
-//! The values are the in-memory counters of [`nimbus_lambda::Metering`]:
+//! The values are the in-memory counters of [`nimbus_lambda::Metering`] and
+//! the engine's [`nimbus_lambda::EnvironmentStats`]:
 //! they start at zero when the server starts, which Prometheus handles as a
 //! counter reset. Durable usage is `/_nimbus/usage`.
 //!
@@ -16,7 +19,7 @@ use std::fmt::Write;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use nimbus_lambda::FunctionMetrics;
+use nimbus_lambda::{EnvironmentStats, FunctionMetrics};
 
 use crate::AppState;
 
@@ -26,7 +29,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     (
         [(http::header::CONTENT_TYPE, CONTENT_TYPE)],
-        exposition(&state.lambda.metrics()),
+        exposition(&state.lambda.metrics(), &state.lambda.environments()),
     )
         .into_response()
 }
@@ -39,8 +42,9 @@ fn label(value: &str) -> String {
         .replace('\n', r"\n")
 }
 
-/// The exposition of every function's metrics.
-pub(crate) fn exposition(functions: &[FunctionMetrics]) -> String {
+/// The exposition of every function's metrics and of the node's execution
+/// environments.
+pub(crate) fn exposition(functions: &[FunctionMetrics], envs: &EnvironmentStats) -> String {
     let mut out = String::new();
     let mut family =
         |name: &str, kind: &str, help: &str, value: &dyn Fn(&FunctionMetrics) -> String| {
@@ -108,7 +112,47 @@ pub(crate) fn exposition(functions: &[FunctionMetrics]) -> String {
         let _ = writeln!(out, "{name}_sum{{function_name=\"{fname}\"}} {}", h.sum);
         let _ = writeln!(out, "{name}_count{{function_name=\"{fname}\"}} {}", h.count);
     }
+    environments(&mut out, envs);
     out
+}
+
+/// The node-wide gauges of execution environments and the memory budget.
+fn environments(out: &mut String, e: &EnvironmentStats) {
+    const MB: u64 = 1024 * 1024;
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    family(
+        "nimbus_environments",
+        "gauge",
+        "Execution environments now: idle (warm in a pool) or busy (starting, running an invocation, or killed and not yet gone).",
+        &[
+            ("{state=\"idle\"}", e.idle),
+            ("{state=\"busy\"}", e.live.saturating_sub(e.idle)),
+        ],
+    );
+    family(
+        "nimbus_environment_memory_reserved_bytes",
+        "gauge",
+        "Configured memory (MemorySize) of all live execution environments, idle and busy.",
+        &[("", e.reserved_mb * MB)],
+    );
+    family(
+        "nimbus_environment_memory_budget_bytes",
+        "gauge",
+        "The memory budget live execution environments are kept under (--memory-budget).",
+        &[("", e.budget_mb * MB)],
+    );
+    family(
+        "nimbus_environment_evictions_total",
+        "counter",
+        "Idle execution environments stopped to make room under the memory budget (since the server started).",
+        &[("", e.evictions)],
+    );
 }
 
 #[cfg(test)]
@@ -143,7 +187,14 @@ mod tests {
 
     #[test]
     fn every_family_is_typed_and_every_sample_parses() {
-        let text = exposition(&[metrics("a"), metrics("b\"c")]);
+        let envs = EnvironmentStats {
+            live: 5,
+            idle: 2,
+            reserved_mb: 640,
+            budget_mb: 4096,
+            evictions: 7,
+        };
+        let text = exposition(&[metrics("a"), metrics("b\"c")], &envs);
         for family in [
             "nimbus_lambda_invocations_total counter",
             "nimbus_lambda_errors_total counter",
@@ -151,6 +202,10 @@ mod tests {
             "nimbus_lambda_gb_seconds_total counter",
             "nimbus_lambda_concurrent_executions gauge",
             "nimbus_lambda_duration_seconds histogram",
+            "nimbus_environments gauge",
+            "nimbus_environment_memory_reserved_bytes gauge",
+            "nimbus_environment_memory_budget_bytes gauge",
+            "nimbus_environment_evictions_total counter",
         ] {
             assert_eq!(
                 text.matches(&format!("# TYPE {family}\n")).count(),
@@ -180,18 +235,27 @@ mod tests {
         assert!(text.contains("nimbus_lambda_duration_seconds_sum{function_name=\"a\"} 1000.25\n"));
         assert!(text.contains("nimbus_lambda_duration_seconds_count{function_name=\"a\"} 3\n"));
         assert!(text.contains("{function_name=\"b\\\"c\"}"), "escaped");
+        assert!(text.contains("nimbus_environments{state=\"idle\"} 2\n"));
+        assert!(text.contains("nimbus_environments{state=\"busy\"} 3\n"));
+        assert!(text.contains("nimbus_environment_memory_reserved_bytes 671088640\n"));
+        assert!(text.contains("nimbus_environment_memory_budget_bytes 4294967296\n"));
+        assert!(text.contains("nimbus_environment_evictions_total 7\n"));
         // Every line is a comment or `name{labels} number`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
-            assert!(line.starts_with("nimbus_lambda_"), "{line}");
+            assert!(line.starts_with("nimbus_"), "{line}");
         }
     }
 
     #[test]
     fn no_functions_still_declares_the_families() {
-        let text = exposition(&[]);
-        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 6);
-        assert!(text.lines().all(|l| l.starts_with('#')));
+        let text = exposition(&[], &EnvironmentStats::default());
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 10);
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with('#') || l.starts_with("nimbus_environment")),
+            "{text}"
+        );
     }
 }

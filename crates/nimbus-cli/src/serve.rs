@@ -47,6 +47,13 @@ pub(crate) struct ServeArgs {
     /// concurrency limit); more are throttled with 429.
     #[arg(long, env = "NIMBUS_CONCURRENCY", default_value_t = 64)]
     concurrency: u32,
+    /// Memory, in MB, that execution environments may be configured with in
+    /// total: the sum of the MemorySize of every live environment, idle or
+    /// busy. A new environment that does not fit first evicts the least
+    /// recently used idle ones; if busy ones hold the budget, the invocation
+    /// is throttled with 429 [default: 75% of the host's MemTotal].
+    #[arg(long, env = "NIMBUS_MEMORY_BUDGET", value_name = "MB")]
+    memory_budget: Option<u64>,
     /// URL functions use to call back into nimbus (AWS_ENDPOINT_URL)
     /// [default: http://LISTEN-ADDRESS, with 0.0.0.0 as 127.0.0.1].
     #[arg(long, env = "NIMBUS_ENDPOINT_URL")]
@@ -174,6 +181,27 @@ fn random_secret() -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(random_bytes::<30>()?))
 }
 
+/// The memory budget from `--memory-budget`, or 75% of MemTotal.
+fn memory_budget_mb(flag: Option<u64>) -> Result<u64> {
+    let mb = match flag {
+        Some(mb) => mb,
+        None => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+            let total_kb: u64 = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .context("no MemTotal in /proc/meminfo: set --memory-budget")?;
+            total_kb / 1024 * 3 / 4
+        }
+    };
+    let min = u64::from(nimbus_core::limits::MEMORY_MIN_MB);
+    if mb < min {
+        bail!("--memory-budget {mb}: must be at least {min} (MB), the smallest MemorySize");
+    }
+    Ok(mb)
+}
+
 fn parse_runtime_overrides(raw: &[String]) -> Result<Vec<(String, PathBuf)>> {
     raw.iter()
         .filter(|s| !s.trim().is_empty())
@@ -215,6 +243,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let credentials_for_keys = credentials;
     let sealing_key = load_or_create_sealing_key(&data_dir)?;
     let overrides = parse_runtime_overrides(&args.runtimes)?;
+    let memory_budget_mb = memory_budget_mb(args.memory_budget)?;
+    tracing::info!("memory budget for execution environments: {memory_budget_mb} MB");
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&data_dir.join("nimbus.db"))
             .with_context(|| format!("opening {}/nimbus.db", data_dir.display()))?,
@@ -266,6 +296,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             credentials: Arc::new(nimbus_lambda::ExecutionRoleCredentials(iam.clone())),
             keep_alive: Duration::from_secs(args.keep_alive.max(1)),
             account_concurrency: args.concurrency.max(1),
+            memory_budget_mb,
             catalog,
         },
         log_tx,

@@ -18,6 +18,7 @@ pub use metering::{
     DURATION_BUCKETS_S, FREE_TIER_GB_SECONDS, FREE_TIER_REQUESTS, FunctionMetrics, Histogram,
     Metering, Prices, UsageReport, UsageTotals, spawn_usage_writer, usage_report,
 };
+pub use nimbus_runtime::EnvironmentStats;
 pub use retention::spawn_retention_sweeper;
 pub use roles::ExecutionRoleCredentials;
 

@@ -477,6 +477,12 @@ impl crate::LambdaService {
         self.metering.snapshot()
     }
 
+    /// Execution environments now: live, idle, reserved memory, evictions
+    /// (`/metrics`).
+    pub fn environments(&self) -> crate::EnvironmentStats {
+        self.engine.environment_stats()
+    }
+
     /// Usage from the hour `since_s` falls in (default: the start of this
     /// UTC month) until now, for one function or all. Reads the store:
     /// call it on a blocking thread.

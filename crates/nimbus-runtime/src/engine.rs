@@ -11,6 +11,7 @@ use nimbus_core::{LambdaError, LambdaResult, RuntimeId};
 use nimbus_sandbox::SandboxSpec;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::budget::{EnvironmentStats, MemoryBudget, Plan, Reservation};
 use crate::catalog::RuntimeCatalog;
 use crate::env::{Death, Dispatch, Env, Reply};
 use crate::logs::{self, LogBatch, LogLine, now_ms};
@@ -18,6 +19,10 @@ use crate::logs::{self, LogBatch, LogLine, now_ms};
 /// How long a runtime may take from start to its first
 /// `GET /invocation/next` (Lambda's init phase limit).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a new environment may wait for evicted ones to be gone before
+/// its invocation is refused (a killed process is reaped in milliseconds).
+const EVICTION_WAIT: Duration = Duration::from_secs(10);
 
 /// The root key pair of the account (read by `nimbus serve` from the data
 /// directory).
@@ -63,6 +68,9 @@ pub struct EngineConfig {
     pub keep_alive: Duration,
     /// Invocations that may run at once, across all functions.
     pub account_concurrency: u32,
+    /// The most configured memory (MemorySize, in MB) that live
+    /// environments may add up to; idle ones are evicted to stay under it.
+    pub memory_budget_mb: u64,
     pub catalog: RuntimeCatalog,
 }
 
@@ -136,6 +144,7 @@ pub struct Engine {
     config: EngineConfig,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     permits: Arc<Semaphore>,
+    budget: Arc<MemoryBudget<Env>>,
     log_sink: mpsc::UnboundedSender<LogBatch>,
 }
 
@@ -168,6 +177,7 @@ impl Engine {
         }
         let engine = Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.account_concurrency as usize)),
+            budget: MemoryBudget::new(config.memory_budget_mb),
             config,
             pools: Mutex::new(HashMap::new()),
             log_sink,
@@ -193,6 +203,29 @@ impl Engine {
     /// The account concurrency limit.
     pub fn account_concurrency(&self) -> u32 {
         self.config.account_concurrency
+    }
+
+    /// Live and idle environments, their reserved memory and the budget.
+    pub fn environment_stats(&self) -> EnvironmentStats {
+        let (live, reserved_mb, evictions) = self.budget.figures();
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let idle = pools
+            .iter()
+            .map(|p| p.idle.lock().unwrap_or_else(|e| e.into_inner()).len() as u64)
+            .sum();
+        EnvironmentStats {
+            live,
+            idle,
+            reserved_mb,
+            budget_mb: self.budget.limit_mb(),
+            evictions,
+        }
     }
 
     /// Environments currently warm and idle, for a function.
@@ -274,6 +307,95 @@ impl Engine {
         }
     }
 
+    /// Reserves `f`'s memory for a new environment. If it does not fit,
+    /// least recently used idle environments (of any function) are killed
+    /// and their shares awaited; if busy ones hold the budget, the
+    /// invocation is throttled.
+    async fn reserve_memory(&self, f: &FunctionHandle) -> LambdaResult<Reservation<Env>> {
+        let mb = u64::from(f.memory_mb);
+        if let Some(share) = self.budget.try_reserve(mb) {
+            return Ok(share);
+        }
+        let deadline = tokio::time::Instant::now() + EVICTION_WAIT;
+        loop {
+            let released = self.budget.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.make_room(mb) {
+                Plan::Reserved(share) => return Ok(share),
+                Plan::Full => return Err(self.budget_full(mb)),
+                Plan::Evict(_) | Plan::Wait => {}
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(self.budget_full(mb));
+            }
+        }
+    }
+
+    /// One look at every idle environment, all pools locked at once so the
+    /// view is consistent: reserve, or evict and let the caller wait.
+    fn make_room(&self, mb: u64) -> Plan<Env> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let pools: Vec<&Arc<Pool>> = pools.values().collect();
+        let mut idle: Vec<_> = pools
+            .iter()
+            .map(|p| p.idle.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let candidates: Vec<(Instant, Arc<Env>)> = idle
+            .iter()
+            .flat_map(|envs| envs.iter())
+            .map(|e| {
+                (
+                    *e.last_used.lock().unwrap_or_else(|e| e.into_inner()),
+                    e.clone(),
+                )
+            })
+            .collect();
+        let view: Vec<(Instant, &Arc<Env>)> = candidates.iter().map(|(t, e)| (*t, e)).collect();
+        let plan = self.budget.plan(mb, &view);
+        if let Plan::Evict(picked) = &plan {
+            for &i in picked {
+                let victim = &candidates[i].1;
+                for envs in idle.iter_mut() {
+                    envs.retain(|e| !Arc::ptr_eq(e, victim));
+                }
+                victim.kill();
+            }
+        }
+        plan
+    }
+
+    /// Gives `share` to `env` until its process is gone.
+    fn hold(&self, share: Reservation<Env>, env: &Arc<Env>) {
+        let key = self.budget.attach(share, env);
+        let budget = self.budget.clone();
+        let mut death = env.death();
+        tokio::spawn(async move {
+            // Set once the process is reaped; an error means its watcher
+            // is gone, which also ends the environment.
+            let _ = death.wait_for(Option::is_some).await;
+            budget.release(key);
+        });
+    }
+
+    fn budget_full(&self, mb: u64) -> LambdaError {
+        let limit = self.budget.limit_mb();
+        let message = if mb > limit {
+            format!(
+                "Rate Exceeded. The function's MemorySize ({mb} MB) is larger than this node's memory budget for execution environments ({limit} MB)."
+            )
+        } else {
+            format!(
+                "Rate Exceeded. This node's memory budget for execution environments ({limit} MB) is held by busy environments; a new {mb} MB environment does not fit."
+            )
+        };
+        LambdaError::TooManyRequests {
+            message,
+            reason: "ConcurrentInvocationLimitExceeded",
+            retry_after_s: 1,
+        }
+    }
+
     /// Runs one invocation to its end. Errors are platform errors (throttling,
     /// a runtime that cannot be started); function errors are outcomes.
     pub async fn invoke(
@@ -319,6 +441,7 @@ impl Engine {
     }
 
     async fn start_env(&self, f: &FunctionHandle) -> LambdaResult<Arc<Env>> {
+        let share = self.reserve_memory(f).await?;
         let launch =
             self.config
                 .catalog
@@ -344,9 +467,11 @@ impl Engine {
             cwd: f.code_dir.clone(),
         };
         let usable_until = Instant::now() + creds.valid_for.saturating_sub(CREDENTIAL_MARGIN);
-        Env::start(spec, stream, f.revision.clone(), usable_until)
+        let env = Env::start(spec, stream, f.revision.clone(), usable_until)
             .await
-            .map_err(LambdaError::internal)
+            .map_err(LambdaError::internal)?;
+        self.hold(share, &env);
+        Ok(env)
     }
 
     fn environment(

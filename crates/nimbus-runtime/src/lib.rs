@@ -9,11 +9,13 @@
 //! caller owns persistence.
 
 mod api;
+mod budget;
 mod catalog;
 mod engine;
 mod env;
 mod logs;
 
+pub use budget::EnvironmentStats;
 pub use catalog::RuntimeCatalog;
 pub use engine::{
     CredentialSource, Engine, EngineConfig, FunctionHandle, InvocationMetrics, InvokeOutcome,
