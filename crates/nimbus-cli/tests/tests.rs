@@ -720,3 +720,209 @@ async fn every_request_is_authenticated_with_sigv4() {
         1
     );
 }
+
+/// A handler that sleeps `event.sleep` seconds, or exits at once with
+/// `event.crash`.
+const SLEEPER: &[u8] = b"import os, time\ndef handler(event, context):\n    if event.get('crash'):\n        os._exit(3)\n    time.sleep(event.get('sleep', 0))\n    return 'ok'\n";
+
+async fn create_sleeper(server: &Server, name: &str, memory_mb: i32, timeout_s: i32) {
+    python_function(
+        &server.lambda(),
+        name,
+        "app.handler",
+        zip_of(&[("app.py", SLEEPER, 0o644)]),
+    )
+    .memory_size(memory_mb)
+    .timeout(timeout_s)
+    .send()
+    .await
+    .unwrap();
+}
+
+/// Invokes `name` with `payload`; returns the payload and whether the log
+/// tail has Init Duration (a cold start).
+async fn invoke_tail(lambda: &aws_sdk_lambda::Client, name: &str, payload: &str) -> (String, bool) {
+    let out = lambda
+        .invoke()
+        .function_name(name)
+        .payload(Blob::new(payload.to_string()))
+        .log_type(LogType::Tail)
+        .send()
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(out.payload().unwrap().as_ref()).into_owned();
+    (body, log_tail(&out).contains("Init Duration"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_environments_scale_to_zero_and_give_back_their_memory() {
+    let server = Server::start_with(&["--keep-alive", "1"]).await;
+    create_sleeper(&server, "idler", 256, 30).await;
+    let lambda = server.lambda();
+    // Two invocations at once need two environments.
+    let running: Vec<_> = (0..2)
+        .map(|_| {
+            let lambda = lambda.clone();
+            tokio::spawn(async move { invoke_tail(&lambda, "idler", r#"{"sleep": 3}"#).await })
+        })
+        .collect();
+    server
+        .wait_for_environments(Duration::from_secs(30), "two busy environments", |e| {
+            e.busy == 2 && e.reserved_mb == 512
+        })
+        .await;
+    for r in running {
+        assert_eq!(r.await.unwrap(), (r#""ok""#.to_string(), true));
+    }
+    // Idle for longer than the keep-alive (1 s), both are stopped and their
+    // memory is given back once their processes are gone.
+    let zero = server
+        .wait_for_environments(Duration::from_secs(30), "scale to zero", |e| {
+            e.live() == 0 && e.reserved_mb == 0
+        })
+        .await;
+    assert_eq!(zero.evictions, 0, "reaped, not evicted: {zero:?}");
+    let (_, cold) = invoke_tail(&lambda, "idler", "{}").await;
+    assert!(
+        cold,
+        "after scaling to zero the next invoke is a cold start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_budget_evicts_least_recently_used_idle_environments_and_throttles_when_all_are_busy()
+ {
+    // Room for two 128 MB environments; nothing expires on its own.
+    let server = Server::start_with(&["--memory-budget", "256", "--keep-alive", "600"]).await;
+    for name in ["fa", "fb", "fc"] {
+        create_sleeper(&server, name, 128, 30).await;
+    }
+    let lambda = server.lambda();
+    assert!(invoke_tail(&lambda, "fa", "{}").await.1);
+    assert!(invoke_tail(&lambda, "fb", "{}").await.1);
+    let full = server.environments().await;
+    assert_eq!(
+        (
+            full.idle,
+            full.busy,
+            full.reserved_mb,
+            full.budget_mb,
+            full.evictions
+        ),
+        (2, 0, 256, 256, 0)
+    );
+
+    // fc does not fit: fa, used longest ago, makes room.
+    assert!(invoke_tail(&lambda, "fc", "{}").await.1);
+    let e = server.environments().await;
+    assert_eq!((e.live(), e.reserved_mb, e.evictions), (2, 256, 1), "{e:?}");
+    assert!(!invoke_tail(&lambda, "fb", "{}").await.1, "fb stayed warm");
+    // Now fc is the least recently used.
+    assert!(invoke_tail(&lambda, "fa", "{}").await.1, "fa was evicted");
+    assert!(!invoke_tail(&lambda, "fb", "{}").await.1, "fb still warm");
+    assert!(
+        invoke_tail(&lambda, "fc", "{}").await.1,
+        "fc was evicted for fa"
+    );
+    let e = server.environments().await;
+    assert_eq!((e.live(), e.reserved_mb, e.evictions), (2, 256, 3), "{e:?}");
+
+    // fb and fc busy hold the whole budget: a new environment for fa is
+    // refused, and nothing is evicted or over-committed.
+    let running: Vec<_> = ["fb", "fc"]
+        .into_iter()
+        .map(|name| {
+            let lambda = lambda.clone();
+            tokio::spawn(async move { invoke_tail(&lambda, name, r#"{"sleep": 5}"#).await })
+        })
+        .collect();
+    server
+        .wait_for_environments(Duration::from_secs(30), "fb and fc busy", |e| {
+            e.busy == 2 && e.idle == 0
+        })
+        .await;
+    let refused = server
+        .lambda_without_retries()
+        .invoke()
+        .function_name("fa")
+        .send()
+        .await
+        .unwrap_err();
+    match refused.as_service_error() {
+        Some(aws_sdk_lambda::operation::invoke::InvokeError::TooManyRequestsException(t)) => {
+            assert_eq!(
+                t.reason().map(|r| r.as_str()),
+                Some("ConcurrentInvocationLimitExceeded")
+            );
+            assert!(
+                t.message().unwrap_or_default().contains("memory budget"),
+                "{t:?}"
+            );
+        }
+        other => panic!("expected a throttle, got {other:?}"),
+    }
+    let e = server.environments().await;
+    assert_eq!((e.busy, e.reserved_mb, e.evictions), (2, 256, 3), "{e:?}");
+    for r in running {
+        assert_eq!(r.await.unwrap(), (r#""ok""#.to_string(), false));
+    }
+    // Once they are idle again, fa fits by evicting one of them.
+    assert!(invoke_tail(&lambda, "fa", "{}").await.1);
+    let e = server.environments().await;
+    assert_eq!((e.live(), e.reserved_mb, e.evictions), (2, 256, 4), "{e:?}");
+
+    // A function larger than the whole budget is refused outright.
+    create_sleeper(&server, "huge", 512, 30).await;
+    let refused = server
+        .lambda_without_retries()
+        .invoke()
+        .function_name("huge")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(service_code(&refused), "TooManyRequestsException");
+    let e = server.environments().await;
+    assert_eq!(
+        (e.live(), e.evictions),
+        (2, 4),
+        "nothing evicted in vain: {e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_that_time_out_crash_or_retire_give_back_their_memory() {
+    let server = Server::start_with(&["--keep-alive", "600"]).await;
+    create_sleeper(&server, "fragile", 128, 1).await;
+    let lambda = server.lambda();
+    let gone = |what: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .wait_for_environments(Duration::from_secs(30), what, |e| {
+                    e.live() == 0 && e.reserved_mb == 0
+                })
+                .await
+        }
+    };
+
+    let (body, _) = invoke_tail(&lambda, "fragile", r#"{"sleep": 5}"#).await;
+    assert!(body.contains("Sandbox.Timedout"), "{body}");
+    gone("the timed-out environment").await;
+
+    let (body, _) = invoke_tail(&lambda, "fragile", r#"{"crash": true}"#).await;
+    assert!(body.contains("Runtime.ExitError"), "{body}");
+    gone("the crashed environment").await;
+
+    let (_, cold) = invoke_tail(&lambda, "fragile", "{}").await;
+    assert!(cold);
+    let e = server.environments().await;
+    assert_eq!((e.idle, e.reserved_mb), (1, 128), "{e:?}");
+    lambda
+        .update_function_configuration()
+        .function_name("fragile")
+        .description("retires the pool")
+        .send()
+        .await
+        .unwrap();
+    gone("the retired environment").await;
+}

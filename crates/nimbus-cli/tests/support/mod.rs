@@ -150,6 +150,65 @@ impl Server {
         aws_sdk_lambda::Client::new(&block_on(self.config()))
     }
 
+    /// A Lambda client that does not retry throttled calls, for tests that
+    /// expect a 429.
+    pub fn lambda_without_retries(&self) -> aws_sdk_lambda::Client {
+        let config = aws_sdk_lambda::config::Builder::from(&block_on(self.config()))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_lambda::Client::from_conf(config)
+    }
+
+    /// The node-wide execution environment figures of `/metrics`.
+    pub async fn environments(&self) -> Environments {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let value = |sample: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {sample} in /metrics: {text}"))
+                .parse()
+                .unwrap()
+        };
+        const MB: u64 = 1024 * 1024;
+        Environments {
+            idle: value("nimbus_environments{state=\"idle\"}"),
+            busy: value("nimbus_environments{state=\"busy\"}"),
+            reserved_mb: value("nimbus_environment_memory_reserved_bytes") / MB,
+            budget_mb: value("nimbus_environment_memory_budget_bytes") / MB,
+            evictions: value("nimbus_environment_evictions_total"),
+        }
+    }
+
+    /// Polls `/metrics` until `done` holds (or panics after `within`),
+    /// checking on every look that the memory budget is never exceeded.
+    pub async fn wait_for_environments(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Environments) -> bool,
+    ) -> Environments {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let e = self.environments().await;
+            assert!(e.reserved_mb <= e.budget_mb, "over the budget: {e:?}");
+            if done(&e) {
+                return e;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{what}: not within {within:?}; last seen {e:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
         aws_sdk_cloudwatchlogs::Client::new(&block_on(self.config()))
     }
@@ -176,6 +235,22 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Execution environments and the memory budget, as `/metrics` has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Environments {
+    pub idle: u64,
+    pub busy: u64,
+    pub reserved_mb: u64,
+    pub budget_mb: u64,
+    pub evictions: u64,
+}
+
+impl Environments {
+    pub fn live(&self) -> u64 {
+        self.idle + self.busy
     }
 }
 
