@@ -28,6 +28,12 @@ impl Identity {
         )
     }
 
+    /// `arn:aws:lambda:<region>:<account>:function:<name>:<qualifier>`: the
+    /// ARN of a version or an alias.
+    pub fn qualified_arn(&self, name: &str, qualifier: &str) -> String {
+        format!("{}:{qualifier}", self.function_arn(name))
+    }
+
     /// Parses the `FunctionName` path parameter of the Lambda API: a name,
     /// a partial ARN (`123456789012:function:name`) or a full ARN, each with
     /// an optional `:qualifier`; an explicit `Qualifier` query parameter must
@@ -123,6 +129,81 @@ pub struct FunctionRef {
     pub qualifier: Option<String>,
 }
 
+impl FunctionRef {
+    /// The qualifier, parsed; `None` when the client gave none.
+    pub fn parsed_qualifier(&self) -> LambdaResult<Option<Qualifier>> {
+        self.qualifier.as_deref().map(Qualifier::parse).transpose()
+    }
+}
+
+/// What a qualifier names: `$LATEST`, a published version or an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Qualifier {
+    Latest,
+    Version(u32),
+    Alias(String),
+}
+
+impl Qualifier {
+    /// Parses a qualifier as Lambda's `Qualifier` shapes describe it: all
+    /// digits is a version number, `$LATEST` is itself, anything else of
+    /// `[a-zA-Z0-9-_]` (at most 128 characters) is an alias name.
+    pub fn parse(q: &str) -> LambdaResult<Self> {
+        if q == "$LATEST" {
+            return Ok(Self::Latest);
+        }
+        let invalid = || {
+            LambdaError::Validation(format!(
+                "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: \
+                 Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)"
+            ))
+        };
+        if q.is_empty() || q.len() > 128 {
+            return Err(invalid());
+        }
+        if q.bytes().all(|b| b.is_ascii_digit()) {
+            // A number too large to be a version names none.
+            return Ok(Self::Version(q.parse().unwrap_or(u32::MAX)));
+        }
+        if q.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            Ok(Self::Alias(q.to_string()))
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl std::fmt::Display for Qualifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => f.write_str("$LATEST"),
+            Self::Version(n) => write!(f, "{n}"),
+            Self::Alias(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Checks an alias name (CreateAlias `Name`): 1 to 128 of `[a-zA-Z0-9-_]`,
+/// not all digits (that would read as a version).
+pub fn validate_alias_name(name: &str) -> LambdaResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(LambdaError::Validation(format!(
+            "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: \
+             Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +268,26 @@ mod tests {
             parse("f:1", Some("2")).unwrap_err().code(),
             "InvalidParameterValueException"
         );
+    }
+
+    #[test]
+    fn qualifiers_are_latest_versions_or_aliases() {
+        assert_eq!(Qualifier::parse("$LATEST").unwrap(), Qualifier::Latest);
+        assert_eq!(Qualifier::parse("12").unwrap(), Qualifier::Version(12));
+        assert_eq!(
+            Qualifier::parse("prod-2").unwrap(),
+            Qualifier::Alias("prod-2".into())
+        );
+        for bad in ["", "a b", "$LATEST2", "x:y", &"a".repeat(129)] {
+            assert_eq!(
+                Qualifier::parse(bad).unwrap_err().code(),
+                "ValidationException",
+                "{bad}"
+            );
+        }
+        assert!(validate_alias_name("live").is_ok());
+        assert!(validate_alias_name("123").is_err());
+        assert!(validate_alias_name("$LATEST").is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum LambdaError {
     #[error("{0}")]
     ResourceNotReady(String),
     #[error("{0}")]
+    ProvisionedConcurrencyConfigNotFound(String),
+    #[error("{0}")]
     Service(String),
 }
 
@@ -62,6 +64,9 @@ impl LambdaError {
             Self::InvalidZipFile(_) => "InvalidZipFileException",
             Self::InvalidRuntime(_) => "InvalidRuntimeException",
             Self::ResourceNotReady(_) => "ResourceNotReadyException",
+            Self::ProvisionedConcurrencyConfigNotFound(_) => {
+                "ProvisionedConcurrencyConfigNotFoundException"
+            }
             Self::Service(_) => "ServiceException",
         }
     }
@@ -69,7 +74,7 @@ impl LambdaError {
     /// The HTTP status AWS uses for this code.
     pub fn status(&self) -> u16 {
         match self {
-            Self::ResourceNotFound(_) => 404,
+            Self::ResourceNotFound(_) | Self::ProvisionedConcurrencyConfigNotFound(_) => 404,
             Self::ResourceConflict(_) => 409,
             Self::InvalidParameterValue(_)
             | Self::Validation(_)

@@ -147,6 +147,116 @@ pub struct FunctionSpec {
     /// The function's resource-based policy, one entry per AddPermission.
     #[serde(default)]
     pub permissions: Vec<Permission>,
+    /// `Some(n)` when this spec is published version `n`, a frozen copy
+    /// of `$LATEST` (see [`FunctionSpec::snapshot`]); `None` for `$LATEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// The published versions, oldest first (PublishVersion).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<FunctionSpec>,
+    /// The highest version number ever published: numbers are not reused,
+    /// even after a version is deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_version: u32,
+    /// Aliases, ordered by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
+    /// Reserved concurrency (PutFunctionConcurrency), across all versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
+    /// Provisioned concurrency configurations, one per version or alias.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisioned: Vec<ProvisionedConcurrency>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl FunctionSpec {
+    /// Published version `n` of this `$LATEST`: the same code and
+    /// configuration, frozen, with its own revision id and time. What
+    /// belongs to the function as a whole (its versions, aliases,
+    /// concurrency settings, policy and tags) stays with `$LATEST`.
+    pub fn snapshot(
+        &self,
+        n: u32,
+        description: Option<String>,
+        revision_id: String,
+        at: Timestamp,
+    ) -> FunctionSpec {
+        FunctionSpec {
+            description: description.unwrap_or_else(|| self.description.clone()),
+            last_modified: at,
+            revision_id,
+            tags: BTreeMap::new(),
+            permissions: Vec::new(),
+            version: Some(n),
+            versions: Vec::new(),
+            last_version: 0,
+            aliases: Vec::new(),
+            reserved_concurrency: None,
+            provisioned: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` runs the same code with the same configuration
+    /// (descriptions and times aside): PublishVersion publishes nothing new
+    /// when `$LATEST` equals the last version.
+    pub fn same_code_and_configuration(&self, other: &FunctionSpec) -> bool {
+        self.code_sha256 == other.code_sha256
+            && self.runtime == other.runtime
+            && self.role == other.role
+            && self.handler == other.handler
+            && self.timeout_s == other.timeout_s
+            && self.memory_mb == other.memory_mb
+            && self.ephemeral_storage_mb == other.ephemeral_storage_mb
+            && self.environment == other.environment
+            && self.architectures == other.architectures
+    }
+
+    /// The version this spec is: `$LATEST` or its number.
+    pub fn version_label(&self) -> String {
+        self.version
+            .map_or_else(|| "$LATEST".to_string(), |n| n.to_string())
+    }
+
+    /// A published version by number.
+    pub fn published(&self, n: u32) -> Option<&FunctionSpec> {
+        self.versions.iter().find(|v| v.version == Some(n))
+    }
+
+    /// An alias by name.
+    pub fn alias(&self, name: &str) -> Option<&Alias> {
+        self.aliases.iter().find(|a| a.name == name)
+    }
+}
+
+/// An alias (CreateAlias): a name that points at a version, optionally
+/// sending a share of invocations to a second one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    pub name: String,
+    /// `$LATEST` or a version number.
+    pub function_version: String,
+    pub description: String,
+    /// `RoutingConfig.AdditionalVersionWeights`: another published version
+    /// and the share of invocations (0.0 to 1.0) it receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_version: Option<(String, f64)>,
+    pub revision_id: String,
+}
+
+/// A provisioned concurrency configuration
+/// (PutProvisionedConcurrencyConfig): environments kept initialised for a
+/// version, or for the version an alias points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedConcurrency {
+    /// A version number or an alias name, as the client gave it.
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified: Timestamp,
 }
 
 /// One statement of a function's resource-based policy (AddPermission).

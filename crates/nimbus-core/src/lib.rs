@@ -10,6 +10,9 @@ pub mod error;
 pub mod function;
 pub mod limits;
 
-pub use arn::{FunctionRef, Identity};
+pub use arn::{FunctionRef, Identity, Qualifier, validate_alias_name};
 pub use error::{LambdaError, LambdaResult};
-pub use function::{FunctionSettings, FunctionSpec, FunctionState, LastUpdateStatus, RuntimeId};
+pub use function::{
+    Alias, FunctionSettings, FunctionSpec, FunctionState, LastUpdateStatus, ProvisionedConcurrency,
+    RuntimeId,
+};

@@ -36,3 +36,12 @@ pub const ASYNC_PAYLOAD_MAX: usize = 1024 * 1024;
 pub const ENV_VARS_MAX: usize = 4 * 1024;
 /// The tail of the log returned with `LogType: Tail`.
 pub const LOG_TAIL_MAX: usize = 4 * 1024;
+
+/// The unreserved concurrency AWS keeps for functions without a
+/// reservation: 100 of an account's (default 1,000). nimbus's account limit
+/// is `--concurrency` (default 64), so the floor scales with it: a tenth of
+/// the limit, at most 100. PutFunctionConcurrency and
+/// PutProvisionedConcurrencyConfig refuse to go below it.
+pub fn min_unreserved_concurrency(account_limit: u32) -> u32 {
+    (account_limit / 10).min(100)
+}

@@ -351,6 +351,12 @@ impl LambdaService {
             state: FunctionState::Active,
             last_update_status: LastUpdateStatus::Successful,
             permissions: Vec::new(),
+            version: None,
+            versions: Vec::new(),
+            last_version: 0,
+            aliases: Vec::new(),
+            reserved_concurrency: None,
+            provisioned: Vec::new(),
         };
         if !self
             .store

@@ -188,6 +188,12 @@ pub fn store_test_suite(store: &dyn Store) {
         state: FunctionState::Active,
         last_update_status: LastUpdateStatus::Successful,
         permissions: Vec::new(),
+        version: None,
+        versions: Vec::new(),
+        last_version: 0,
+        aliases: Vec::new(),
+        reserved_concurrency: None,
+        provisioned: Vec::new(),
     };
     assert!(store.list_functions().unwrap().is_empty());
     assert!(store.create_function(&spec("b")).unwrap());
@@ -208,6 +214,28 @@ pub fn store_test_suite(store: &dyn Store) {
     a.memory_mb = 256;
     store.update_function(&a).unwrap();
     assert_eq!(store.get_function("a").unwrap().unwrap().memory_mb, 256);
+    // Versions, aliases and concurrency settings live in the record.
+    a.last_version = 2;
+    a.versions
+        .push(a.snapshot(2, Some("v2".into()), "r2".into(), now));
+    a.aliases.push(nimbus_core::Alias {
+        name: "live".into(),
+        function_version: "2".into(),
+        description: String::new(),
+        additional_version: None,
+        revision_id: "ra".into(),
+    });
+    a.reserved_concurrency = Some(3);
+    a.provisioned.push(nimbus_core::ProvisionedConcurrency {
+        qualifier: "live".into(),
+        requested: 2,
+        last_modified: now,
+    });
+    store.update_function(&a).unwrap();
+    let back = store.get_function("a").unwrap().unwrap();
+    assert_eq!(back, a);
+    assert_eq!(back.versions[0].version, Some(2));
+    assert_eq!(back.versions[0].memory_mb, 256);
     assert!(store.delete_function("a").unwrap());
     assert!(!store.delete_function("a").unwrap());
     assert!(store.get_function("a").unwrap().is_none());
