@@ -222,6 +222,7 @@ impl LambdaService {
             role: spec.role.clone(),
             code_dir: self.code_dir(&spec.code_sha256),
             revision: spec.revision_id.clone(),
+            version: "$LATEST".into(),
         });
         let name = spec.name.clone();
         self.live
@@ -599,6 +600,7 @@ impl LambdaService {
             request_id: uuid::Uuid::new_v4().to_string(),
             payload,
             client_context,
+            invoked_arn: None,
         };
         match kind {
             InvocationType::DryRun => Ok(Invoked::Validated),

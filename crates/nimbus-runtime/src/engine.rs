@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nimbus_core::{LambdaError, LambdaResult, RuntimeId};
 use nimbus_sandbox::SandboxSpec;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{EnvironmentStats, MemoryBudget, Plan, Reservation};
 use crate::catalog::RuntimeCatalog;
 use crate::env::{Death, Dispatch, Env, Reply};
 use crate::logs::{self, LogBatch, LogLine, now_ms};
+
+mod concurrency;
+pub use concurrency::{ProvisionedState, ProvisionedStatus};
 
 /// How long a runtime may take from start to its first
 /// `GET /invocation/next` (Lambda's init phase limit).
@@ -91,11 +94,29 @@ pub struct FunctionHandle {
     /// Changes whenever code or configuration change; environments of an
     /// older revision are not reused.
     pub revision: String,
+    /// `$LATEST` or a published version's number: each version has its
+    /// own environments.
+    pub version: String,
 }
 
 impl FunctionHandle {
     fn log_group(&self) -> String {
         format!("/aws/lambda/{}", self.name)
+    }
+
+    /// The key of this version's environments.
+    fn pool_key(&self) -> String {
+        version_key(&self.name, &self.version)
+    }
+}
+
+/// The key of a version's environments: the function's name for
+/// `$LATEST`, `name:version` for a published version.
+fn version_key(function: &str, version: &str) -> String {
+    if version == "$LATEST" {
+        function.to_string()
+    } else {
+        format!("{function}:{version}")
     }
 }
 
@@ -106,6 +127,9 @@ pub struct InvokeRequest {
     pub payload: Bytes,
     /// Decoded `X-Amz-Client-Context` (JSON text).
     pub client_context: Option<String>,
+    /// The ARN the caller invoked (an alias's, say), as the runtime's
+    /// `Lambda-Runtime-Invoked-Function-Arn`; the handle's ARN if `None`.
+    pub invoked_arn: Option<String>,
 }
 
 /// Measurements of one invocation, as REPORT states them.
@@ -143,7 +167,7 @@ struct Pool {
 pub struct Engine {
     config: EngineConfig,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
-    permits: Arc<Semaphore>,
+    concurrency: concurrency::Concurrency,
     budget: Arc<MemoryBudget<Env>>,
     log_sink: mpsc::UnboundedSender<LogBatch>,
 }
@@ -176,7 +200,7 @@ impl Engine {
                 .spawn(move || catalog.precompile_python(&dir))?;
         }
         let engine = Arc::new(Self {
-            permits: Arc::new(Semaphore::new(config.account_concurrency as usize)),
+            concurrency: concurrency::Concurrency::new(config.account_concurrency),
             budget: MemoryBudget::new(config.memory_budget_mb),
             config,
             pools: Mutex::new(HashMap::new()),
@@ -190,6 +214,7 @@ impl Engine {
                 tokio::time::sleep(period).await;
                 let Some(engine) = weak.upgrade() else { return };
                 engine.reap_idle();
+                engine.maintain_provisioned();
             }
         });
         Ok(engine)
@@ -284,6 +309,14 @@ impl Engine {
         for n in names {
             self.retire(&n);
         }
+        self.shutdown_provisioned();
+    }
+
+    /// Stops reusing a published version's environments, provisioned ones
+    /// included (the version or its function was deleted).
+    pub fn retire_version(&self, function: &str, version: &str) {
+        self.retire(&version_key(function, version));
+        self.unprovision(function, version);
     }
 
     fn reap_idle(&self) {
@@ -403,14 +436,13 @@ impl Engine {
         f: &FunctionHandle,
         req: InvokeRequest,
     ) -> LambdaResult<InvokeOutcome> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(LambdaError::TooManyRequests {
-                message: "Rate Exceeded.".into(),
-                reason: "ConcurrentInvocationLimitExceeded",
-                retry_after_s: 1,
-            });
-        };
-        let pool = self.pool(&f.name);
+        let mut admission = self.admit(f)?;
+        if let Some((provisioned, env)) = admission.provisioned.take() {
+            let outcome = self.run(f, &env, req).await;
+            self.give_back_provisioned(&provisioned, env);
+            return Ok(outcome);
+        }
+        let pool = self.pool(&f.pool_key());
         let warm = {
             let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut found = None;
@@ -425,7 +457,7 @@ impl Engine {
         };
         let env = match warm {
             Some(env) => env,
-            None => self.start_env(f).await?,
+            None => self.start_env(f, concurrency::ON_DEMAND).await?,
         };
         let outcome = self.run(f, &env, req).await;
         *env.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -440,15 +472,16 @@ impl Engine {
         Ok(outcome)
     }
 
-    async fn start_env(&self, f: &FunctionHandle) -> LambdaResult<Arc<Env>> {
+    async fn start_env(&self, f: &FunctionHandle, init_type: &str) -> LambdaResult<Arc<Env>> {
         let share = self.reserve_memory(f).await?;
         let launch =
             self.config
                 .catalog
                 .launch(&f.runtime, &self.config.runtime_dir, &f.code_dir)?;
         let stream = format!(
-            "{}/[$LATEST]{}",
+            "{}/[{}]{}",
             chrono::Utc::now().format("%Y/%m/%d"),
+            f.version,
             uuid::Uuid::new_v4().simple()
         );
         let creds = self
@@ -463,7 +496,7 @@ impl Engine {
         let spec = SandboxSpec {
             program: launch.program,
             args: launch.args,
-            env: self.environment(f, &stream, &creds),
+            env: self.environment(f, &stream, &creds, init_type),
             cwd: f.code_dir.clone(),
         };
         let usable_until = Instant::now() + creds.valid_for.saturating_sub(CREDENTIAL_MARGIN);
@@ -479,6 +512,7 @@ impl Engine {
         f: &FunctionHandle,
         stream: &str,
         creds: &TempCredentials,
+        init_type: &str,
     ) -> Vec<(String, String)> {
         let c = &self.config;
         let code = f.code_dir.display().to_string();
@@ -501,8 +535,8 @@ impl Engine {
         }
         set("AWS_LAMBDA_FUNCTION_NAME", f.name.clone());
         set("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory_mb.to_string());
-        set("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into());
-        set("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into());
+        set("AWS_LAMBDA_FUNCTION_VERSION", f.version.clone());
+        set("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.to_string());
         set("AWS_LAMBDA_LOG_GROUP_NAME", f.log_group());
         set("AWS_LAMBDA_LOG_STREAM_NAME", stream.to_string());
         set("AWS_ACCESS_KEY_ID", creds.access_key_id.clone());
@@ -529,7 +563,7 @@ impl Engine {
             request_id: id.clone(),
             payload: req.payload,
             timeout_ms: u64::from(f.timeout_s) * 1000,
-            function_arn: f.arn.clone(),
+            function_arn: req.invoked_arn.unwrap_or_else(|| f.arn.clone()),
             trace_id: trace_id(),
             client_context: req.client_context,
             cognito_identity: None,
@@ -670,7 +704,15 @@ impl Engine {
             let at = lines.last().map_or(at, |l| at.max(l.ts_ms));
             body.first().map_or(at, |l| at.min(l.ts_ms))
         };
-        let log = frame_log(&id, lines, body, start_ms, &metrics, status.as_deref());
+        let log = frame_log(
+            &id,
+            &f.version,
+            lines,
+            body,
+            start_ms,
+            &metrics,
+            status.as_deref(),
+        );
         let log_tail = logs::tail(&log, nimbus_core::limits::LOG_TAIL_MAX);
         let _ = self.log_sink.send(LogBatch {
             group: f.log_group(),
@@ -776,6 +818,7 @@ fn peak_memory_mb(pid: u32) -> u64 {
 /// Frames an invocation's output with START, END and REPORT.
 fn frame_log(
     id: &str,
+    version: &str,
     pre: Vec<LogLine>,
     body: Vec<LogLine>,
     start_ms: i64,
@@ -786,7 +829,7 @@ fn frame_log(
     out.reserve(body.len() + 3);
     out.push(LogLine {
         ts_ms: start_ms,
-        text: format!("START RequestId: {id} Version: $LATEST"),
+        text: format!("START RequestId: {id} Version: {version}"),
     });
     out.extend(body);
     let now = now_ms();

@@ -21,6 +21,7 @@ pub use engine::{
     CredentialSource, Engine, EngineConfig, FunctionHandle, InvocationMetrics, InvokeOutcome,
     InvokeRequest, RootCredentials, TempCredentials,
 };
+pub use engine::{ProvisionedState, ProvisionedStatus};
 pub use logs::{LogBatch, LogLine};
 
 /// The Python runtime's bootstrap, embedded so the binary is all there is
