@@ -44,7 +44,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "NIMBUS_KEEP_ALIVE", default_value_t = 300)]
     keep_alive: u64,
     /// Invocations that may run at once across all functions (the account
-    /// concurrency limit); more are throttled with 429.
+    /// concurrency limit); more are throttled with 429. Reserved and
+    /// provisioned concurrency are carved out of it; a tenth of it (at most
+    /// 100, AWS's figure) always stays unreserved.
     #[arg(long, env = "NIMBUS_CONCURRENCY", default_value_t = 64)]
     concurrency: u32,
     /// Memory, in MB, that execution environments may be configured with in
@@ -329,6 +331,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         keys,
         iam,
     });
+    // Provisioned environments start now that their functions can reach
+    // the API while they initialise.
+    lambda.restore_provisioned_concurrency();
     println!(
         "nimbus ready on http://{local} (data in {})",
         data_dir.display()

@@ -7,20 +7,25 @@
 //! runtime run them on a blocking thread); [`LambdaService::invoke`] is
 //! async and touches only memory on its hot path.
 
+mod concurrency;
 mod logwriter;
 mod metering;
 mod permissions;
 mod retention;
 mod roles;
+mod versions;
 
+pub use concurrency::ProvisionedConfig;
 pub use logwriter::spawn_log_writer;
 pub use metering::{
     DURATION_BUCKETS_S, FREE_TIER_GB_SECONDS, FREE_TIER_REQUESTS, FunctionMetrics, Histogram,
     Metering, Prices, UsageReport, UsageTotals, spawn_usage_writer, usage_report,
 };
 pub use nimbus_runtime::EnvironmentStats;
+pub use nimbus_runtime::ProvisionedState;
 pub use retention::spawn_retention_sweeper;
 pub use roles::ExecutionRoleCredentials;
+pub use versions::FunctionView;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,7 +35,7 @@ use bytes::Bytes;
 use nimbus_core::function::{FunctionSettings, now};
 use nimbus_core::{
     FunctionRef, FunctionSpec, FunctionState, Identity, LambdaError, LambdaResult,
-    LastUpdateStatus, RuntimeId, limits,
+    LastUpdateStatus, Qualifier, RuntimeId, limits,
 };
 use nimbus_iam::IamService;
 use nimbus_runtime::{Engine, FunctionHandle, InvokeOutcome, InvokeRequest};
@@ -44,7 +49,15 @@ pub enum InvocationType {
     DryRun,
 }
 
-/// The result of an Invoke call.
+/// The result of an Invoke call and the version that ran it.
+#[derive(Debug)]
+pub struct InvokeResponse {
+    /// `$LATEST` or a version number (`X-Amz-Executed-Version`).
+    pub executed_version: String,
+    pub invoked: Invoked,
+}
+
+/// What became of an Invoke call.
 #[derive(Debug)]
 pub enum Invoked {
     /// A synchronous invocation ran (successfully or with a function error).
@@ -64,6 +77,8 @@ pub struct CreateFunction {
     pub package_type: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub tags: BTreeMap<String, String>,
+    /// `Publish`: also publish version 1 (the response describes it).
+    pub publish: bool,
 }
 
 /// Account-wide limits and usage, as GetAccountSettings reports them.
@@ -76,8 +91,13 @@ pub struct AccountSettings {
 }
 
 struct Live {
+    /// `$LATEST`, with everything that belongs to the function as a whole
+    /// (versions, aliases, concurrency settings).
     spec: FunctionSpec,
+    /// How the engine runs `$LATEST`.
     handle: Arc<FunctionHandle>,
+    /// How the engine runs each published version.
+    versions: HashMap<u32, Arc<FunctionHandle>>,
 }
 
 /// The Lambda service over a store, a blob store and an engine.
@@ -128,20 +148,28 @@ impl LambdaService {
         };
         for spec in svc.store.list_functions().map_err(LambdaError::internal)? {
             // Code directories are a cache of the blobs: rebuild if missing.
-            let zip = svc
-                .blobs
-                .get(&spec.code_sha256)
-                .map_err(LambdaError::internal)?;
-            match zip {
-                Some(zip) => {
-                    svc.unpack(&spec.code_sha256, &zip)?;
+            // Published versions keep the package they were published with.
+            let digests: std::collections::BTreeSet<&str> = std::iter::once(&spec)
+                .chain(&spec.versions)
+                .map(|s| s.code_sha256.as_str())
+                .collect();
+            for sha in digests {
+                match svc.blobs.get(sha).map_err(LambdaError::internal)? {
+                    Some(zip) => {
+                        svc.unpack(sha, &zip)?;
+                    }
+                    None => {
+                        tracing::error!(function = %spec.name, "deployment package {sha} missing from the blob store")
+                    }
                 }
-                None => {
-                    tracing::error!(function = %spec.name, "deployment package missing from the blob store")
-                }
+            }
+            if spec.reserved_concurrency.is_some() {
+                svc.engine
+                    .set_reserved_concurrency(&spec.name, spec.reserved_concurrency);
             }
             svc.publish_live(spec);
         }
+        svc.update_unreserved();
         Ok(svc)
     }
 
@@ -206,10 +234,14 @@ impl LambdaService {
         Ok(size)
     }
 
-    fn publish_live(&self, spec: FunctionSpec) {
-        let handle = Arc::new(FunctionHandle {
+    /// How the engine runs `spec` (`$LATEST` or a published version).
+    fn handle(&self, spec: &FunctionSpec) -> Arc<FunctionHandle> {
+        Arc::new(FunctionHandle {
             name: spec.name.clone(),
-            arn: self.identity.function_arn(&spec.name),
+            arn: match spec.version {
+                None => self.identity.function_arn(&spec.name),
+                Some(n) => self.identity.qualified_arn(&spec.name, &n.to_string()),
+            },
             runtime: spec.runtime.clone(),
             handler: spec.handler.clone(),
             memory_mb: spec.memory_mb,
@@ -222,13 +254,26 @@ impl LambdaService {
             role: spec.role.clone(),
             code_dir: self.code_dir(&spec.code_sha256),
             revision: spec.revision_id.clone(),
-            version: "$LATEST".into(),
-        });
+            version: spec.version_label(),
+        })
+    }
+
+    fn publish_live(&self, spec: FunctionSpec) {
+        let handle = self.handle(&spec);
+        let versions = spec
+            .versions
+            .iter()
+            .filter_map(|v| Some((v.version?, self.handle(v))))
+            .collect();
         let name = spec.name.clone();
-        self.live
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name, Arc::new(Live { spec, handle }));
+        self.live.write().unwrap_or_else(|e| e.into_inner()).insert(
+            name,
+            Arc::new(Live {
+                spec,
+                handle,
+                versions,
+            }),
+        );
     }
 
     fn live(&self, f: &FunctionRef) -> LambdaResult<Arc<Live>> {
@@ -259,13 +304,7 @@ impl LambdaService {
                 limits::CODE_ZIPPED_MAX
             )));
         }
-        let total: u64 = self
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|l| l.spec.code_size)
-            .sum();
+        let total = self.total_code_size();
         if total + zip.len() as u64 > limits::TOTAL_CODE_MAX {
             return Err(LambdaError::CodeStorageExceeded(
                 "Code storage limit exceeded.".into(),
@@ -277,6 +316,18 @@ impl LambdaService {
         let stored = self.blobs.put(zip).map_err(LambdaError::internal)?;
         debug_assert_eq!(stored, sha);
         Ok((sha, zip.len() as u64))
+    }
+
+    /// Code storage in use: every function's `$LATEST` and published
+    /// versions, as Lambda counts it.
+    fn total_code_size(&self) -> u64 {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flat_map(|l| std::iter::once(&l.spec).chain(&l.spec.versions))
+            .map(|s| s.code_size)
+            .sum()
     }
 
     /// CreateFunction.
@@ -370,12 +421,10 @@ impl LambdaService {
             )));
         }
         self.publish_live(spec.clone());
+        if cmd.publish {
+            return self.publish_locked(&spec.name, None);
+        }
         Ok(spec)
-    }
-
-    /// GetFunction / GetFunctionConfiguration.
-    pub fn get_function(&self, f: &FunctionRef) -> LambdaResult<FunctionSpec> {
-        Ok(self.live(f)?.spec.clone())
     }
 
     /// ListFunctions: up to `max_items` functions after `marker` (the name
@@ -424,13 +473,16 @@ impl LambdaService {
         Ok(spec)
     }
 
-    /// UpdateFunctionCode. With `dry_run` the package is checked, not applied.
+    /// UpdateFunctionCode. With `dry_run` the package is checked, not
+    /// applied; with `publish` a version is published after the update and
+    /// the result describes it.
     pub fn update_function_code(
         &self,
         f: &FunctionRef,
         zip: Option<Vec<u8>>,
         revision_id: Option<&str>,
         dry_run: bool,
+        publish: bool,
         architectures: Option<Vec<String>>,
     ) -> LambdaResult<FunctionSpec> {
         if f.qualifier.is_some() {
@@ -461,6 +513,9 @@ impl LambdaService {
         let old = self.live(f)?.spec.code_sha256.clone();
         let spec = self.commit(spec)?;
         self.collect_code(&old);
+        if publish {
+            return self.publish_locked(&spec.name, None);
+        }
         Ok(spec)
     }
 
@@ -512,19 +567,27 @@ impl LambdaService {
         self.commit(spec)
     }
 
-    /// DeleteFunction.
+    /// DeleteFunction: the whole function without a qualifier, one
+    /// published version with one.
     pub fn delete_function(&self, f: &FunctionRef) -> LambdaResult<()> {
-        if f.qualifier.as_deref().is_some_and(|q| q != "$LATEST") {
-            return Err(self
-                .live(f)
-                .err()
-                .unwrap_or_else(|| LambdaError::internal("qualified lookup")));
+        match f.parsed_qualifier()? {
+            None => {}
+            Some(Qualifier::Version(n)) => return self.delete_version(f, n),
+            Some(Qualifier::Latest) => {
+                self.live(f)?;
+                return Err(LambdaError::InvalidParameterValue(
+                    "$LATEST version cannot be deleted without deleting the function.".into(),
+                ));
+            }
+            Some(Qualifier::Alias(_)) => {
+                self.resolve(f)?;
+                return Err(LambdaError::InvalidParameterValue(
+                    "An alias cannot be deleted with DeleteFunction; use DeleteAlias.".into(),
+                ));
+            }
         }
         let _w = self.write_guard();
-        let live = self.live(&FunctionRef {
-            name: f.name.clone(),
-            qualifier: None,
-        })?;
+        let live = self.live(f)?;
         self.store
             .delete_function(&f.name)
             .map_err(LambdaError::internal)?;
@@ -533,7 +596,16 @@ impl LambdaService {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&f.name);
         self.engine.retire(&f.name);
-        self.collect_code(&live.spec.code_sha256);
+        for v in live.versions.keys() {
+            self.engine.retire_version(&f.name, &v.to_string());
+        }
+        if live.spec.reserved_concurrency.is_some() {
+            self.engine.set_reserved_concurrency(&f.name, None);
+        }
+        self.update_unreserved();
+        for s in std::iter::once(&live.spec).chain(&live.spec.versions) {
+            self.collect_code(&s.code_sha256);
+        }
         Ok(())
     }
 
@@ -544,7 +616,8 @@ impl LambdaService {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .any(|l| l.spec.code_sha256 == sha);
+            .flat_map(|l| std::iter::once(&l.spec).chain(&l.spec.versions))
+            .any(|s| s.code_sha256 == sha);
         if used {
             return;
         }
@@ -558,24 +631,28 @@ impl LambdaService {
 
     /// GetAccountSettings.
     pub fn account_settings(&self) -> AccountSettings {
+        let unreserved = self.unreserved_concurrency(None);
+        let total_code_size = self.total_code_size();
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         AccountSettings {
             concurrent_executions: self.engine.account_concurrency(),
-            unreserved_concurrent_executions: self.engine.account_concurrency(),
-            total_code_size: live.values().map(|l| l.spec.code_size).sum(),
+            unreserved_concurrent_executions: unreserved,
+            total_code_size,
             function_count: live.len() as u64,
         }
     }
 
     /// Invoke. Payload checks (size, JSON) come first, as Lambda does them.
+    /// A qualifier picks the version: `$LATEST`, a number, or an alias
+    /// (whose routing weights pick between its two versions).
     pub async fn invoke(
         self: &Arc<Self>,
         f: &FunctionRef,
         kind: InvocationType,
         payload: Bytes,
         client_context: Option<String>,
-    ) -> LambdaResult<Invoked> {
-        let live = self.live(f)?;
+    ) -> LambdaResult<InvokeResponse> {
+        let target = self.resolve(f)?;
         let max = if kind == InvocationType::Event {
             limits::ASYNC_PAYLOAD_MAX
         } else {
@@ -596,34 +673,42 @@ impl LambdaService {
             }
             payload
         };
+        let handle = target.pick_version();
         let request = InvokeRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
             payload,
             client_context,
-            invoked_arn: None,
+            invoked_arn: f
+                .qualifier
+                .as_ref()
+                .map(|q| self.identity.qualified_arn(&f.name, q)),
         };
-        match kind {
-            InvocationType::DryRun => Ok(Invoked::Validated),
-            InvocationType::RequestResponse => Ok(Invoked::Completed(
+        let executed_version = handle.version.clone();
+        let invoked = match kind {
+            InvocationType::DryRun => Invoked::Validated,
+            InvocationType::RequestResponse => Invoked::Completed(
                 self.metering
-                    .run(&live.handle.name, self.engine.invoke(&live.handle, request))
+                    .run(&handle.name, self.engine.invoke(&handle, request))
                     .await?,
-            )),
+            ),
             InvocationType::Event => {
                 // Runs soon, in the background. The durable queue with
                 // retries and destinations replaces this (issue 5).
                 let engine = self.engine.clone();
                 let metering = self.metering.clone();
-                let handle = live.handle.clone();
                 tokio::spawn(async move {
                     let run = metering.run(&handle.name, engine.invoke(&handle, request));
                     if let Err(e) = run.await {
                         tracing::warn!(function = %handle.name, "async invocation failed: {e}");
                     }
                 });
-                Ok(Invoked::Accepted)
+                Invoked::Accepted
             }
-        }
+        };
+        Ok(InvokeResponse {
+            executed_version,
+            invoked,
+        })
     }
 }
 

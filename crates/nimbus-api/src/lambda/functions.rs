@@ -104,7 +104,11 @@ fn decode_zip(
     .transpose()
 }
 
-fn function_ref(state: &AppState, name: &str, qualifier: Option<&str>) -> Result<FunctionRef> {
+pub(super) fn function_ref(
+    state: &AppState,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<FunctionRef> {
     Ok(state
         .lambda
         .identity()
@@ -138,6 +142,7 @@ pub(crate) async fn create(
         package_type: req.package_type,
         architectures: req.architectures,
         tags: req.tags.unwrap_or_default(),
+        publish: req.publish.unwrap_or(false),
     };
     let spec = blocking(&state, move |svc| svc.create_function(cmd)).await?;
     Ok(ok_json(
@@ -153,14 +158,17 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Result<Response> {
     let f = function_ref(&state, &name, q.qualifier.as_deref())?;
-    let spec = state.lambda.get_function(&f)?;
-    let location = code::presigned_location(&state, &headers, &spec.code_sha256);
+    let view = state.lambda.get_function(&f)?;
+    let location = code::presigned_location(&state, &headers, &view.spec.code_sha256);
     let mut body = json!({
-        "Configuration": shapes::configuration(&spec, state.lambda.identity()),
+        "Configuration": view_configuration(&state, &view),
         "Code": {"RepositoryType": "S3", "Location": location},
     });
-    if !spec.tags.is_empty() {
-        body["Tags"] = json!(spec.tags);
+    if !view.tags.is_empty() {
+        body["Tags"] = json!(view.tags);
+    }
+    if let Some(n) = view.reserved_concurrency {
+        body["Concurrency"] = json!({"ReservedConcurrentExecutions": n});
     }
     Ok(ok_json(StatusCode::OK, body))
 }
@@ -171,29 +179,40 @@ pub(crate) async fn get_configuration(
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response> {
     let f = function_ref(&state, &name, q.qualifier.as_deref())?;
-    let spec = state.lambda.get_function(&f)?;
-    Ok(ok_json(
-        StatusCode::OK,
-        shapes::configuration(&spec, state.lambda.identity()),
-    ))
+    let view = state.lambda.get_function(&f)?;
+    Ok(ok_json(StatusCode::OK, view_configuration(&state, &view)))
+}
+
+/// The configuration of the version a qualifier named; named by an alias,
+/// its `FunctionArn` is the alias's.
+fn view_configuration(state: &AppState, view: &nimbus_lambda::FunctionView) -> serde_json::Value {
+    let id = state.lambda.identity();
+    let mut v = shapes::configuration(&view.spec, id);
+    if let Some(alias) = &view.alias {
+        v["FunctionArn"] = id.qualified_arn(&view.spec.name, alias).into();
+    }
+    v
+}
+
+/// `MaxItems` of a listing: 1 to `max` (`default` when absent).
+pub(super) fn max_items(raw: Option<&str>, default: usize, max: usize) -> Result<usize> {
+    match raw {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError(LambdaError::Validation(format!(
+                "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy constraint: \
+                 Member must have value between 1 and {max}"
+            )))),
+        },
+    }
 }
 
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response> {
-    let max = match q.max_items.as_deref() {
-        None => 50,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n @ 1..=10_000) => n,
-            _ => {
-                return Err(ApiError(LambdaError::Validation(format!(
-                    "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy constraint: \
-                     Member must have value between 1 and 10000"
-                ))));
-            }
-        },
-    };
+    let max = max_items(q.max_items.as_deref(), 50, 10_000)?;
     let marker = q.marker.filter(|m| !m.is_empty());
     let (page, next) = state.lambda.list_functions(marker.as_deref(), max)?;
     let id = state.lambda.identity();
@@ -214,9 +233,10 @@ pub(crate) async fn update_code(
     let req: UpdateCodeRequest = parse_json(body, "UpdateFunctionCode").await?;
     let zip = decode_zip(req.zip_file, req.s3_bucket, req.image_uri)?;
     let dry_run = req.dry_run.unwrap_or(false);
+    let publish = req.publish.unwrap_or(false);
     let (rev, arch) = (req.revision_id, req.architectures);
     let spec = blocking(&state, move |svc| {
-        svc.update_function_code(&f, zip, rev.as_deref(), dry_run, arch)
+        svc.update_function_code(&f, zip, rev.as_deref(), dry_run, publish, arch)
     })
     .await?;
     Ok(ok_json(

@@ -63,7 +63,7 @@ pub(crate) async fn invoke(
         .lambda
         .invoke(&f, kind, payload, client_context)
         .await?;
-    let mut resp = match result {
+    let mut resp = match result.invoked {
         Invoked::Validated => StatusCode::NO_CONTENT.into_response(),
         Invoked::Accepted => StatusCode::ACCEPTED.into_response(),
         Invoked::Completed(out) => {
@@ -89,10 +89,9 @@ pub(crate) async fn invoke(
         }
     };
     let h = resp.headers_mut();
-    h.insert(
-        "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&result.executed_version) {
+        h.insert("x-amz-executed-version", v);
+    }
     if !h.contains_key("x-amzn-requestid") {
         h.insert("x-amzn-requestid", request_id());
     }

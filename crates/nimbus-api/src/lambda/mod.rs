@@ -4,9 +4,10 @@ mod functions;
 mod invoke;
 mod permissions;
 mod shapes;
+mod versions;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::AppState;
 
@@ -30,7 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/2015-03-31/functions/{name}/code",
-            axum::routing::put(functions::update_code),
+            put(functions::update_code),
         )
         .route(
             "/2015-03-31/functions/{name}/invocations",
@@ -43,6 +44,34 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/2015-03-31/functions/{name}/policy/{sid}",
             axum::routing::delete(permissions::remove),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            post(versions::publish).get(versions::list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            post(versions::create_alias).get(versions::list_aliases),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(versions::get_alias)
+                .put(versions::update_alias)
+                .delete(versions::delete_alias),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            put(versions::put_concurrency).delete(versions::delete_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(versions::get_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            put(versions::put_provisioned)
+                .get(versions::get_provisioned)
+                .delete(versions::delete_provisioned),
         )
         .route(
             "/2014-11-13/functions/{name}/invoke-async",

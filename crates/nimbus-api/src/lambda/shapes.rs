@@ -47,6 +47,7 @@ pub(crate) struct CreateFunctionRequest {
     pub(crate) architectures: Option<Vec<String>>,
     pub(crate) tags: Option<BTreeMap<String, String>>,
     pub(crate) ephemeral_storage: Option<EphemeralStorageShape>,
+    pub(crate) publish: Option<bool>,
 }
 
 /// UpdateFunctionConfigurationRequest.
@@ -74,6 +75,7 @@ pub(crate) struct UpdateCodeRequest {
     pub(crate) dry_run: Option<bool>,
     pub(crate) revision_id: Option<String>,
     pub(crate) architectures: Option<Vec<String>>,
+    pub(crate) publish: Option<bool>,
 }
 
 impl UpdateConfigurationRequest {
@@ -99,12 +101,13 @@ pub(crate) fn timestamp(t: &nimbus_core::function::Timestamp) -> String {
 }
 
 /// `CodeSha256` is the base64 of the digest, not hex.
-fn code_sha256(hex_digest: &str) -> String {
+pub(crate) fn code_sha256(hex_digest: &str) -> String {
     let raw = hex::decode(hex_digest).unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-/// A FunctionConfiguration.
+/// A FunctionConfiguration: of `$LATEST`, or of a published version (its
+/// `Version` is the number and its `FunctionArn` qualified with it).
 pub(crate) fn configuration(spec: &FunctionSpec, id: &Identity) -> Value {
     let state = match spec.state {
         FunctionState::Pending => "Pending",
@@ -119,7 +122,10 @@ pub(crate) fn configuration(spec: &FunctionSpec, id: &Identity) -> Value {
     };
     let mut v = json!({
         "FunctionName": spec.name,
-        "FunctionArn": id.function_arn(&spec.name),
+        "FunctionArn": match spec.version {
+            None => id.function_arn(&spec.name),
+            Some(n) => id.qualified_arn(&spec.name, &n.to_string()),
+        },
         "Runtime": spec.runtime.to_string(),
         "Role": spec.role,
         "Handler": spec.handler,
@@ -129,7 +135,7 @@ pub(crate) fn configuration(spec: &FunctionSpec, id: &Identity) -> Value {
         "MemorySize": spec.memory_mb,
         "LastModified": timestamp(&spec.last_modified),
         "CodeSha256": code_sha256(&spec.code_sha256),
-        "Version": "$LATEST",
+        "Version": spec.version_label(),
         "TracingConfig": {"Mode": "PassThrough"},
         "RevisionId": spec.revision_id,
         "State": state,
@@ -142,6 +148,46 @@ pub(crate) fn configuration(spec: &FunctionSpec, id: &Identity) -> Value {
     });
     if !spec.environment.is_empty() {
         v["Environment"] = json!({"Variables": spec.environment});
+    }
+    v
+}
+
+/// An AliasConfiguration.
+pub(crate) fn alias(function: &str, a: &nimbus_core::Alias, id: &Identity) -> Value {
+    let mut v = json!({
+        "AliasArn": id.qualified_arn(function, &a.name),
+        "Name": a.name,
+        "FunctionVersion": a.function_version,
+        "Description": a.description,
+        "RevisionId": a.revision_id,
+    });
+    if let Some((version, weight)) = &a.additional_version {
+        v["RoutingConfig"] = json!({"AdditionalVersionWeights": {version.as_str(): weight}});
+    }
+    v
+}
+
+/// A provisioned concurrency configuration (the Get and Put responses;
+/// the list items add `FunctionArn`).
+pub(crate) fn provisioned(p: &nimbus_lambda::ProvisionedConfig, with_arn: bool) -> Value {
+    use nimbus_lambda::ProvisionedState;
+    let (status, reason) = match &p.state {
+        ProvisionedState::InProgress => ("IN_PROGRESS", None),
+        ProvisionedState::Ready => ("READY", None),
+        ProvisionedState::Failed(r) => ("FAILED", Some(r.clone())),
+    };
+    let mut v = json!({
+        "RequestedProvisionedConcurrentExecutions": p.requested,
+        "AvailableProvisionedConcurrentExecutions": p.available,
+        "AllocatedProvisionedConcurrentExecutions": p.allocated,
+        "Status": status,
+        "LastModified": p.last_modified.format("%Y-%m-%dT%H:%M:%S%z").to_string(),
+    });
+    if let Some(r) = reason {
+        v["StatusReason"] = r.into();
+    }
+    if with_arn {
+        v["FunctionArn"] = p.function_arn.clone().into();
     }
     v
 }
