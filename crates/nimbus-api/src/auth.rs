@@ -217,6 +217,7 @@ pub(crate) async fn authenticate(
                 &verified.service,
                 &parts.method,
                 parts.uri.path(),
+                parts.uri.query(),
                 target,
                 &body,
                 id,
@@ -236,6 +237,8 @@ pub(crate) async fn authenticate(
                 "arn:aws:lambda:{}:{}:function:",
                 id.region, id.account_id
             ))
+            // A version's or alias's ARN: the policy is the function's.
+            .and_then(|rest| rest.split(':').next())
             .and_then(|name| state.lambda.policy_document(name));
         let decision = state
             .iam

@@ -33,6 +33,26 @@ fn function_arn(id: &Identity, raw_name: &str) -> String {
     }
 }
 
+/// The ARN of the version or alias a request names (in the function name
+/// or its `Qualifier` query parameter), as Lambda authorizes GetFunction,
+/// Invoke, DeleteFunction, the resource policy operations and provisioned
+/// concurrency; the function's ARN without a qualifier.
+fn qualified_arn(id: &Identity, raw_name: &str, query: Option<&str>) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
+    let qualifier = query.and_then(|q| query_param(q, "Qualifier"));
+    match id.parse_function_ref(&decoded, qualifier.as_deref()) {
+        Ok(f) => match &f.qualifier {
+            Some(q) => id.qualified_arn(&f.name, q),
+            None => id.function_arn(&f.name),
+        },
+        Err(_) => id.function_arn(&decoded),
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_param(query.as_bytes(), name)
+}
+
 /// The `Role` of a CreateFunction / UpdateFunctionConfiguration body.
 fn role_in(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -42,7 +62,14 @@ fn role_in(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Option<Operation> {
+fn lambda(
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    id: &Identity,
+) -> Option<Operation> {
+    let qualified = |name: &str| qualified_arn(id, name, query);
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     use http::Method as M;
     match (method, segs.as_slice()) {
@@ -61,10 +88,10 @@ fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Opti
             })
         }
         (&M::GET, [_, "functions"]) => op("lambda:ListFunctions", "*"),
-        (&M::GET, [_, "functions", name]) => op("lambda:GetFunction", function_arn(id, name)),
-        (&M::DELETE, [_, "functions", name]) => op("lambda:DeleteFunction", function_arn(id, name)),
+        (&M::GET, [_, "functions", name]) => op("lambda:GetFunction", qualified(name)),
+        (&M::DELETE, [_, "functions", name]) => op("lambda:DeleteFunction", qualified(name)),
         (&M::GET, [_, "functions", name, "configuration"]) => {
-            op("lambda:GetFunctionConfiguration", function_arn(id, name))
+            op("lambda:GetFunctionConfiguration", qualified(name))
         }
         (&M::PUT, [_, "functions", name, "configuration"]) => {
             op("lambda:UpdateFunctionConfiguration", function_arn(id, name)).map(|o| Operation {
@@ -76,16 +103,59 @@ fn lambda(method: &http::Method, path: &str, body: &[u8], id: &Identity) -> Opti
             op("lambda:UpdateFunctionCode", function_arn(id, name))
         }
         (&M::POST, [_, "functions", name, "invocations" | "invoke-async"]) => {
-            op("lambda:InvokeFunction", function_arn(id, name))
+            op("lambda:InvokeFunction", qualified(name))
         }
-        (&M::POST, [_, "functions", name, "policy"]) => {
-            op("lambda:AddPermission", function_arn(id, name))
-        }
-        (&M::GET, [_, "functions", name, "policy"]) => {
-            op("lambda:GetPolicy", function_arn(id, name))
-        }
+        (&M::POST, [_, "functions", name, "policy"]) => op("lambda:AddPermission", qualified(name)),
+        (&M::GET, [_, "functions", name, "policy"]) => op("lambda:GetPolicy", qualified(name)),
         (&M::DELETE, [_, "functions", name, "policy", _]) => {
-            op("lambda:RemovePermission", function_arn(id, name))
+            op("lambda:RemovePermission", qualified(name))
+        }
+        (&M::POST, [_, "functions", name, "versions"]) => {
+            op("lambda:PublishVersion", function_arn(id, name))
+        }
+        (&M::GET, [_, "functions", name, "versions"]) => {
+            op("lambda:ListVersionsByFunction", function_arn(id, name))
+        }
+        (&M::POST, [_, "functions", name, "aliases"]) => {
+            op("lambda:CreateAlias", function_arn(id, name))
+        }
+        (&M::GET, [_, "functions", name, "aliases"]) => {
+            op("lambda:ListAliases", function_arn(id, name))
+        }
+        (&M::GET, [_, "functions", name, "aliases", _]) => {
+            op("lambda:GetAlias", function_arn(id, name))
+        }
+        (&M::PUT, [_, "functions", name, "aliases", _]) => {
+            op("lambda:UpdateAlias", function_arn(id, name))
+        }
+        (&M::DELETE, [_, "functions", name, "aliases", _]) => {
+            op("lambda:DeleteAlias", function_arn(id, name))
+        }
+        (&M::PUT, [_, "functions", name, "concurrency"]) => {
+            op("lambda:PutFunctionConcurrency", function_arn(id, name))
+        }
+        (&M::GET, [_, "functions", name, "concurrency"]) => {
+            op("lambda:GetFunctionConcurrency", function_arn(id, name))
+        }
+        (&M::DELETE, [_, "functions", name, "concurrency"]) => {
+            op("lambda:DeleteFunctionConcurrency", function_arn(id, name))
+        }
+        (&M::PUT, [_, "functions", name, "provisioned-concurrency"]) => {
+            op("lambda:PutProvisionedConcurrencyConfig", qualified(name))
+        }
+        (&M::GET, [_, "functions", name, "provisioned-concurrency"])
+            if query.and_then(|q| query_param(q, "List")).as_deref() == Some("ALL") =>
+        {
+            op(
+                "lambda:ListProvisionedConcurrencyConfigs",
+                function_arn(id, name),
+            )
+        }
+        (&M::GET, [_, "functions", name, "provisioned-concurrency"]) => {
+            op("lambda:GetProvisionedConcurrencyConfig", qualified(name))
+        }
+        (&M::DELETE, [_, "functions", name, "provisioned-concurrency"]) => {
+            op("lambda:DeleteProvisionedConcurrencyConfig", qualified(name))
         }
         (_, [_, "account-settings"]) => op("lambda:GetAccountSettings", "*"),
         _ => op("lambda:UnknownOperation", "*"),
@@ -150,12 +220,13 @@ pub(crate) fn operation(
     service: &str,
     method: &http::Method,
     path: &str,
+    query: Option<&str>,
     target: Option<&str>,
     body: &[u8],
     id: &Identity,
 ) -> Option<Operation> {
     match service {
-        "lambda" => lambda(method, path, body, id),
+        "lambda" => lambda(method, path, query, body, id),
         "logs" => logs(
             target
                 .and_then(|t| t.split_once('.'))
@@ -175,10 +246,15 @@ mod tests {
     use super::*;
 
     fn check(service: &str, method: http::Method, path: &str, body: &str) -> (String, String) {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
         let o = operation(
             service,
             &method,
             path,
+            query,
             Some("Logs_20140328.PutLogEvents"),
             body.as_bytes(),
             &Identity::default(),
@@ -252,10 +328,141 @@ mod tests {
                 &http::Method::POST,
                 "/",
                 None,
+                None,
                 b"Action=GetCallerIdentity",
                 &Identity::default()
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn versions_aliases_and_concurrency_map_to_their_actions() {
+        let f = "arn:aws:lambda:us-east-1:000000000000:function:demo";
+        let lambda = |m: http::Method, path: &str| check("lambda", m, path, "");
+        use http::Method as M;
+        let cases = [
+            (
+                M::POST,
+                "/2015-03-31/functions/demo/versions",
+                "PublishVersion",
+                f.to_string(),
+            ),
+            (
+                M::GET,
+                "/2015-03-31/functions/demo/versions",
+                "ListVersionsByFunction",
+                f.into(),
+            ),
+            (
+                M::POST,
+                "/2015-03-31/functions/demo/aliases",
+                "CreateAlias",
+                f.into(),
+            ),
+            (
+                M::GET,
+                "/2015-03-31/functions/demo/aliases",
+                "ListAliases",
+                f.into(),
+            ),
+            (
+                M::GET,
+                "/2015-03-31/functions/demo/aliases/live",
+                "GetAlias",
+                f.into(),
+            ),
+            (
+                M::PUT,
+                "/2015-03-31/functions/demo/aliases/live",
+                "UpdateAlias",
+                f.into(),
+            ),
+            (
+                M::DELETE,
+                "/2015-03-31/functions/demo/aliases/live",
+                "DeleteAlias",
+                f.into(),
+            ),
+            (
+                M::PUT,
+                "/2017-10-31/functions/demo/concurrency",
+                "PutFunctionConcurrency",
+                f.into(),
+            ),
+            (
+                M::GET,
+                "/2019-09-30/functions/demo/concurrency",
+                "GetFunctionConcurrency",
+                f.into(),
+            ),
+            (
+                M::DELETE,
+                "/2017-10-31/functions/demo/concurrency",
+                "DeleteFunctionConcurrency",
+                f.into(),
+            ),
+            (
+                M::PUT,
+                "/2019-09-30/functions/demo/provisioned-concurrency?Qualifier=live",
+                "PutProvisionedConcurrencyConfig",
+                format!("{f}:live"),
+            ),
+            (
+                M::GET,
+                "/2019-09-30/functions/demo/provisioned-concurrency?Qualifier=3",
+                "GetProvisionedConcurrencyConfig",
+                format!("{f}:3"),
+            ),
+            (
+                M::GET,
+                "/2019-09-30/functions/demo/provisioned-concurrency?List=ALL",
+                "ListProvisionedConcurrencyConfigs",
+                f.into(),
+            ),
+            (
+                M::DELETE,
+                "/2019-09-30/functions/demo/provisioned-concurrency?Qualifier=live",
+                "DeleteProvisionedConcurrencyConfig",
+                format!("{f}:live"),
+            ),
+            (
+                M::POST,
+                "/2015-03-31/functions/demo/invocations?Qualifier=2",
+                "InvokeFunction",
+                format!("{f}:2"),
+            ),
+            (
+                M::POST,
+                "/2015-03-31/functions/demo:live/invocations",
+                "InvokeFunction",
+                format!("{f}:live"),
+            ),
+            (
+                M::POST,
+                "/2015-03-31/functions/demo/invocations",
+                "InvokeFunction",
+                f.into(),
+            ),
+            (
+                M::GET,
+                "/2015-03-31/functions/demo?Qualifier=%24LATEST",
+                "GetFunction",
+                format!("{f}:$LATEST"),
+            ),
+            (
+                M::DELETE,
+                "/2015-03-31/functions/demo?Qualifier=4",
+                "DeleteFunction",
+                format!("{f}:4"),
+            ),
+        ];
+        for (method, path, action, resource) in cases {
+            assert_eq!(
+                lambda(method, path),
+                (format!("lambda:{action}"), resource),
+                "{path}"
+            );
+        }
     }
 }
