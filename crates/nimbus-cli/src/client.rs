@@ -38,14 +38,109 @@ pub(crate) enum FunctionCommand {
     Get(NameArgs),
     /// Change a function's code and/or configuration.
     Update(CodeArgs),
-    /// Delete a function.
+    /// Delete a function (or, with --qualifier N, one published version).
     Delete(NameArgs),
+    /// Publish $LATEST as a new version: a frozen copy of its code and
+    /// configuration that later updates do not change.
+    Publish(PublishArgs),
+    /// List a function's versions and aliases.
+    Versions(NameArgs),
+    /// Create or change an alias (a name pointing at a version), or delete
+    /// it with --delete.
+    Alias(AliasArgs),
+    /// Show or set reserved and provisioned concurrency.
+    #[command(after_help = "Examples:\n  \
+        nimbus function concurrency demo                          # show\n  \
+        nimbus function concurrency demo --reserved 10            # at most 10 at once\n  \
+        nimbus function concurrency demo --reserved 0             # throttle every invocation\n  \
+        nimbus function concurrency demo --reserved none          # share the unreserved pool again\n  \
+        nimbus function concurrency demo -q live --provisioned 2 --wait\n  \
+        nimbus function concurrency demo -q live --provisioned 0  # remove")]
+    Concurrency(ConcurrencyArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct NameArgs {
     /// Function name or ARN.
     name: String,
+    /// A version number, an alias or $LATEST (get, delete).
+    #[arg(long, short)]
+    qualifier: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PublishArgs {
+    /// Function name or ARN.
+    name: String,
+    /// The version's description [default: the function's].
+    #[arg(long)]
+    description: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AliasArgs {
+    /// Function name or ARN.
+    name: String,
+    /// The alias, e.g. live.
+    alias: String,
+    /// The version it points at (a number or $LATEST); required to create.
+    #[arg(long, required_unless_present = "delete")]
+    version: Option<String>,
+    /// Also send this share of invocations to another version:
+    /// VERSION=WEIGHT, e.g. 3=0.1.
+    #[arg(long, value_name = "VERSION=WEIGHT", conflicts_with = "delete")]
+    route: Option<String>,
+    /// A description of the alias.
+    #[arg(long, conflicts_with = "delete")]
+    description: Option<String>,
+    /// Delete the alias.
+    #[arg(long)]
+    delete: bool,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// `--reserved`: a number, or `none` to remove the reservation.
+#[derive(Debug, Clone, Copy)]
+enum Reserved {
+    Count(i32),
+    None,
+}
+
+fn parse_reserved(s: &str) -> std::result::Result<Reserved, String> {
+    if s == "none" {
+        return Ok(Reserved::None);
+    }
+    s.parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Reserved::Count)
+        .ok_or_else(|| format!("expected a number of executions (0 or more) or `none`, not {s}"))
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConcurrencyArgs {
+    /// Function name or ARN.
+    name: String,
+    /// Reserve this many concurrent executions for the function (all its
+    /// versions): it can always run that many and never more; 0 throttles
+    /// every invocation; `none` removes the reservation.
+    #[arg(long, value_name = "N|none", value_parser = parse_reserved)]
+    reserved: Option<Reserved>,
+    /// Keep this many environments of the version or alias given with
+    /// --qualifier initialised and ready (0 removes the configuration).
+    #[arg(long, value_name = "N", requires = "qualifier")]
+    provisioned: Option<i32>,
+    /// The version number or alias --provisioned applies to.
+    #[arg(long, short)]
+    qualifier: Option<String>,
+    /// After --provisioned, wait until the environments are ready.
+    #[arg(long, requires = "provisioned")]
+    wait: bool,
     #[command(flatten)]
     conn: Connection,
 }
@@ -127,6 +222,9 @@ pub(crate) struct InvokeArgs {
     /// Don't print the log tail to stderr.
     #[arg(long)]
     quiet: bool,
+    /// Invoke this version number or alias (default $LATEST).
+    #[arg(long, short)]
+    qualifier: Option<String>,
     #[command(flatten)]
     conn: Connection,
 }
@@ -333,6 +431,7 @@ fn print_config(c: &FunctionConfiguration) {
     let line = |k: &str, v: String| println!("{k:<14} {v}");
     line("FunctionName", c.function_name().unwrap_or_default().into());
     line("FunctionArn", c.function_arn().unwrap_or_default().into());
+    line("Version", c.version().unwrap_or_default().into());
     line(
         "Runtime",
         c.runtime()
@@ -433,11 +532,18 @@ pub(crate) async fn function(cmd: FunctionCommand) -> Result<ExitCode> {
                 .lambda
                 .get_function()
                 .function_name(&a.name)
+                .set_qualifier(a.qualifier)
                 .send()
                 .await
                 .map_err(sdk_error)?;
             if let Some(cfg) = out.configuration() {
                 print_config(cfg);
+            }
+            if let Some(n) = out
+                .concurrency()
+                .and_then(|c| c.reserved_concurrent_executions())
+            {
+                println!("{:<14} {n}", "Reserved");
             }
         }
         FunctionCommand::Update(a) => {
@@ -495,13 +601,273 @@ pub(crate) async fn function(cmd: FunctionCommand) -> Result<ExitCode> {
             c.lambda
                 .delete_function()
                 .function_name(&a.name)
+                .set_qualifier(a.qualifier.clone())
                 .send()
                 .await
                 .map_err(sdk_error)?;
-            println!("deleted {}", a.name);
+            match a.qualifier {
+                Some(q) => println!("deleted {}:{q}", a.name),
+                None => println!("deleted {}", a.name),
+            }
         }
+        FunctionCommand::Publish(a) => {
+            let c = clients(&a.conn).await?;
+            let out = c
+                .lambda
+                .publish_version()
+                .function_name(&a.name)
+                .set_description(a.description)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            println!(
+                "published {} version {}",
+                a.name,
+                out.version().unwrap_or_default()
+            );
+        }
+        FunctionCommand::Versions(a) => versions(a).await?,
+        FunctionCommand::Alias(a) => alias(a).await?,
+        FunctionCommand::Concurrency(a) => concurrency(a).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn versions(a: NameArgs) -> Result<()> {
+    let c = clients(&a.conn).await?;
+    println!(
+        "{:<10} {:<46} {:>7}  LAST MODIFIED",
+        "VERSION", "CODE SHA256", "MEMORY"
+    );
+    let mut pages = c
+        .lambda
+        .list_versions_by_function()
+        .function_name(&a.name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for v in page.map_err(sdk_error)?.versions() {
+            println!(
+                "{:<10} {:<46} {:>4} MB  {}",
+                v.version().unwrap_or_default(),
+                v.code_sha256().unwrap_or_default(),
+                v.memory_size().unwrap_or_default(),
+                v.last_modified().unwrap_or_default()
+            );
+        }
+    }
+    let mut pages = c
+        .lambda
+        .list_aliases()
+        .function_name(&a.name)
+        .into_paginator()
+        .send();
+    let mut header = false;
+    while let Some(page) = pages.next().await {
+        for al in page.map_err(sdk_error)?.aliases() {
+            if !header {
+                println!("\n{:<20} {:<10} ROUTING", "ALIAS", "VERSION");
+                header = true;
+            }
+            let routing = al
+                .routing_config()
+                .and_then(|r| r.additional_version_weights())
+                .map(|w| {
+                    w.iter()
+                        .map(|(v, weight)| format!("{v}={weight}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            println!(
+                "{:<20} {:<10} {routing}",
+                al.name().unwrap_or_default(),
+                al.function_version().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_route(route: &str) -> Result<HashMap<String, f64>> {
+    let (version, weight) = route
+        .split_once('=')
+        .with_context(|| format!("--route {route}: expected VERSION=WEIGHT"))?;
+    let weight: f64 = weight
+        .parse()
+        .with_context(|| format!("--route {route}: the weight is a number from 0 to 1"))?;
+    Ok(HashMap::from([(version.to_string(), weight)]))
+}
+
+async fn alias(a: AliasArgs) -> Result<()> {
+    use aws_sdk_lambda::types::AliasRoutingConfiguration;
+    let c = clients(&a.conn).await?;
+    if a.delete {
+        c.lambda
+            .delete_alias()
+            .function_name(&a.name)
+            .name(&a.alias)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        println!("deleted alias {}:{}", a.name, a.alias);
+        return Ok(());
+    }
+    let routing = a.route.as_deref().map(parse_route).transpose()?.map(|w| {
+        AliasRoutingConfiguration::builder()
+            .set_additional_version_weights(Some(w))
+            .build()
+    });
+    let exists = c
+        .lambda
+        .get_alias()
+        .function_name(&a.name)
+        .name(&a.alias)
+        .send()
+        .await
+        .is_ok();
+    let arn = if exists {
+        c.lambda
+            .update_alias()
+            .function_name(&a.name)
+            .name(&a.alias)
+            .set_function_version(a.version)
+            .set_description(a.description)
+            .set_routing_config(routing)
+            .send()
+            .await
+            .map_err(sdk_error)?
+            .alias_arn
+    } else {
+        c.lambda
+            .create_alias()
+            .function_name(&a.name)
+            .name(&a.alias)
+            .set_function_version(a.version)
+            .set_description(a.description)
+            .set_routing_config(routing)
+            .send()
+            .await
+            .map_err(sdk_error)?
+            .alias_arn
+    };
+    println!(
+        "{} {}",
+        if exists { "updated" } else { "created" },
+        arn.unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn concurrency(a: ConcurrencyArgs) -> Result<()> {
+    let c = clients(&a.conn).await?;
+    match a.reserved {
+        Some(Reserved::Count(n)) => {
+            c.lambda
+                .put_function_concurrency()
+                .function_name(&a.name)
+                .reserved_concurrent_executions(n)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        Some(Reserved::None) => {
+            c.lambda
+                .delete_function_concurrency()
+                .function_name(&a.name)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        None => {}
+    }
+    if let (Some(n), Some(q)) = (a.provisioned, &a.qualifier) {
+        if n == 0 {
+            c.lambda
+                .delete_provisioned_concurrency_config()
+                .function_name(&a.name)
+                .qualifier(q)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        } else {
+            c.lambda
+                .put_provisioned_concurrency_config()
+                .function_name(&a.name)
+                .qualifier(q)
+                .provisioned_concurrent_executions(n)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            if a.wait {
+                let pb = spinner(format!("initialising {n} environments of {}:{q}", a.name));
+                let waited = wait_provisioned(&c.lambda, &a.name, q).await;
+                pb.finish_and_clear();
+                waited?;
+            }
+        }
+    }
+    let reserved = c
+        .lambda
+        .get_function_concurrency()
+        .function_name(&a.name)
+        .send()
+        .await
+        .map_err(sdk_error)?
+        .reserved_concurrent_executions();
+    match reserved {
+        Some(n) => println!("reserved concurrency: {n}"),
+        None => println!("reserved concurrency: none (shares the unreserved pool)"),
+    }
+    let configs = c
+        .lambda
+        .list_provisioned_concurrency_configs()
+        .function_name(&a.name)
+        .send()
+        .await
+        .map_err(sdk_error)?;
+    for p in configs.provisioned_concurrency_configs() {
+        let q = p
+            .function_arn()
+            .and_then(|arn| arn.rsplit(':').next())
+            .unwrap_or_default();
+        let mut line = format!(
+            "provisioned {q}: {} requested, {} allocated, {}",
+            p.requested_provisioned_concurrent_executions()
+                .unwrap_or_default(),
+            p.allocated_provisioned_concurrent_executions()
+                .unwrap_or_default(),
+            p.status().map(|s| s.as_str()).unwrap_or_default()
+        );
+        if let Some(r) = p.status_reason() {
+            line += &format!(" ({r})");
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Polls a provisioned configuration until it is READY (or FAILED).
+async fn wait_provisioned(lambda: &aws_sdk_lambda::Client, name: &str, q: &str) -> Result<()> {
+    use aws_sdk_lambda::types::ProvisionedConcurrencyStatusEnum as Status;
+    for _ in 0..600 {
+        let out = lambda
+            .get_provisioned_concurrency_config()
+            .function_name(name)
+            .qualifier(q)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        match out.status() {
+            Some(Status::Ready) => return Ok(()),
+            Some(Status::Failed) => bail!(
+                "provisioned concurrency failed: {}",
+                out.status_reason().unwrap_or("no reason given")
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    bail!("provisioned concurrency of {name}:{q} was not ready within 2 minutes")
 }
 
 pub(crate) async fn invoke(a: InvokeArgs) -> Result<ExitCode> {
@@ -521,6 +887,7 @@ pub(crate) async fn invoke(a: InvokeArgs) -> Result<ExitCode> {
         .lambda
         .invoke()
         .function_name(&a.name)
+        .set_qualifier(a.qualifier.clone())
         .payload(Blob::new(payload.into_bytes()));
     if a.asynchronous {
         req = req.invocation_type(InvocationType::Event);

@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run the nimbus server (all APIs, the Runtime API, on one port).
     Serve(serve::ServeArgs),
-    /// Create, list, inspect, change and delete functions.
+    /// Create, list, inspect, change and delete functions; publish versions,
+    /// manage aliases and concurrency.
     #[command(subcommand)]
     Function(client::FunctionCommand),
     /// Invoke a function and print its result (exit status 1 on a function
