@@ -74,9 +74,11 @@ impl Target {
     }
 }
 
-/// A uniform number in [0, 1).
+/// A uniform number in [0, 1), from 53 of a v4 UUID's random bits (its
+/// low 62 bits are random; the version and variant bits are above them).
 fn random_unit() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    const BITS: u64 = (1 << 53) - 1;
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 & BITS;
     bits as f64 / (1u64 << 53) as f64
 }
 
@@ -511,5 +513,16 @@ fn check_description(d: Option<&str>) -> LambdaResult<()> {
              Member must have length less than or equal to 256"
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_units_spread_over_zero_to_one() {
+        let draws: Vec<f64> = (0..2000).map(|_| super::random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        let low = draws.iter().filter(|d| **d < 0.5).count();
+        assert!((800..1200).contains(&low), "{low} of 2000 below 0.5");
     }
 }
