@@ -17,7 +17,7 @@ SLEEPER = """import os, time
 def lambda_handler(event, context):
     print("sleeping", event.get("sleep", 0))
     time.sleep(event.get("sleep", 0))
-    return {"pid": os.getpid(), "slept": event.get("sleep", 0)}
+    return {"env": context.log_stream_name, "slept": event.get("sleep", 0)}
 """
 
 
@@ -41,7 +41,7 @@ def test_timeout(lam, functions):
     resp, body, log = invoke(lam, name, {"sleep": 0})
     assert "FunctionError" not in resp
     assert body["slept"] == 0
-    assert body["pid"] != first["pid"], "the timed-out environment was reused"
+    assert body["env"] != first["env"], "the timed-out environment was reused"
     assert report(log)["init"] is not None, "no Init Duration after a timeout"
 
 
@@ -51,7 +51,7 @@ def lambda_handler(event, context):
     if event.get("exit"):
         print("about to exit")
         os._exit(1)
-    return {"pid": os.getpid()}
+    return {"env": context.log_stream_name}
 """
 
 
@@ -66,7 +66,7 @@ def test_process_exit(lam, functions):
     assert "about to exit" in log
     assert "Runtime.ExitError" in log
     resp, after, log = invoke(lam, name, {})
-    assert "FunctionError" not in resp and after["pid"] != before["pid"]
+    assert "FunctionError" not in resp and after["env"] != before["env"]
     assert report(log)["init"] is not None
 
 
@@ -128,7 +128,7 @@ count = 0
 def lambda_handler(event, context):
     global count
     count += 1
-    return {"count": count, "pid": os.getpid()}
+    return {"count": count, "env": context.log_stream_name}
 """
 
 
@@ -140,7 +140,7 @@ def test_warm_reuse(lam, functions):
         resp, body, log = invoke(lam, name, {})
         results.append((body, report(log)))
     assert [b["count"] for b, _ in results] == [1, 2, 3, 4]
-    assert len({b["pid"] for b, _ in results}) == 1
+    assert len({b["env"] for b, _ in results}) == 1
     assert results[0][1]["init"] is not None
     assert all(r["init"] is None for _, r in results[1:])
 
@@ -167,7 +167,7 @@ def test_concurrent_invocations_run_in_parallel(lam, functions):
     elapsed = time.monotonic() - started
     assert not errors, errors
     assert all(r and r[0] is None for r in results), results
-    assert len({r[1]["pid"] for r in results}) == n, "invocations shared an environment"
+    assert len({r[1]["env"] for r in results}) == n, "invocations shared an environment"
     assert elapsed < 3.0, f"{n} parallel 1 s invocations took {elapsed:.2f}s"
 
 

@@ -3,6 +3,7 @@ environment reaping (--keep-alive) and the account concurrency limit
 (--concurrency). Each test runs its own server, so the shared one is left
 alone."""
 
+import os
 import threading
 import time
 import urllib.request
@@ -60,8 +61,24 @@ SLEEPER = """import os, time
 
 def lambda_handler(event, context):
     time.sleep(event.get("sleep", 0))
-    return os.getpid()
+    return context.log_stream_name
 """
+
+
+def env_running(stream):
+    """Whether any host process belongs to the execution environment with
+    this log stream (its runtime carries the stream in its environment)."""
+    needle = f"AWS_LAMBDA_LOG_STREAM_NAME={stream}".encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    with open(f"/proc/{pid}/stat") as st:
+                        if st.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            return True
+        except OSError:
+            continue
+    return False
 
 
 def test_keep_alive_reaps_idle_environments(own_server):
@@ -70,25 +87,21 @@ def test_keep_alive_reaps_idle_environments(own_server):
     lam.create_function(FunctionName="reaped", Runtime=PY_RUNTIME, Role=ROLE,
                         Handler="lambda_function.lambda_handler",
                         Code={"ZipFile": make_zip({"lambda_function.py": SLEEPER})})
-    _, pid1, log = invoke(lam, "reaped", {})
+    _, env1, log = invoke(lam, "reaped", {})
     assert report(log)["init"] is not None
-    _, pid2, log = invoke(lam, "reaped", {})
-    assert pid2 == pid1 and report(log)["init"] is None  # warm within the keep-alive
+    assert env_running(env1)
+    _, env2, log = invoke(lam, "reaped", {})
+    assert env2 == env1 and report(log)["init"] is None  # warm within the keep-alive
 
-    def gone(pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().split()[2] == "Z"
-        except FileNotFoundError:
-            return True
-
-    wait_for(lambda: gone(pid1), timeout=15, what="the idle environment to be stopped")
-    _, pid3, log = invoke(lam, "reaped", {})
-    assert pid3 != pid1
+    wait_for(lambda: not env_running(env1), timeout=15,
+             what="the idle environment to be stopped")
+    _, env3, log = invoke(lam, "reaped", {})
+    assert env3 != env1
     assert report(log)["init"] is not None, "no cold start after the environment was reaped"
     assert srv.stop() == 0
     # Shutting down stops the environments too.
-    wait_for(lambda: gone(pid3), timeout=10, what="the environment to end with the server")
+    wait_for(lambda: not env_running(env3), timeout=10,
+             what="the environment to end with the server")
 
 
 def test_account_concurrency_limit(own_server):
@@ -119,7 +132,7 @@ def test_account_concurrency_limit(own_server):
     assert "FunctionError" not in done["r"][0]
     # Free again once the first one is done.
     _, body, _ = invoke(lam, "busy", {}, tail=False)
-    assert isinstance(body, int)
+    assert body.startswith(time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()))
     assert srv.stop() == 0
 
 
@@ -129,7 +142,7 @@ def test_sigterm_lets_the_invocation_in_flight_finish(own_server):
     lam.create_function(FunctionName="inflight", Runtime=PY_RUNTIME, Role=ROLE,
                         Handler="lambda_function.lambda_handler", Timeout=10,
                         Code={"ZipFile": make_zip({"lambda_function.py": SLEEPER})})
-    pid = invoke(lam, "inflight", {}, tail=False)[1]
+    env = invoke(lam, "inflight", {}, tail=False)[1]
     out = {}
 
     def run():
@@ -146,5 +159,5 @@ def test_sigterm_lets_the_invocation_in_flight_finish(own_server):
     t.join(30)
     assert "error" not in out, out.get("error")
     resp, body, _ = out["result"]
-    assert "FunctionError" not in resp and body == pid
+    assert "FunctionError" not in resp and body == env
     assert time.monotonic() - started < 15

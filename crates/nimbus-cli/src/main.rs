@@ -56,7 +56,19 @@ pub(crate) fn default_data_dir() -> PathBuf {
     home.join(".local/share/nimbus")
 }
 
+/// The hidden argument that makes this binary the jail helper
+/// (`nimbus_sandbox::jail`), which the server starts for every jailed
+/// execution environment.
+const JAIL_HELPER_ARG: &str = "__jail";
+
 fn main() -> ExitCode {
+    // Before anything else: the helper must stay single-threaded.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == JAIL_HELPER_ARG)
+    {
+        nimbus_sandbox::jail::main();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

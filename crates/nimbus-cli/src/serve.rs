@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail};
 use nimbus_api::AppState;
 use nimbus_core::Identity;
 use nimbus_lambda::LambdaService;
-use nimbus_runtime::{Engine, EngineConfig, RootCredentials, RuntimeCatalog};
+use nimbus_runtime::{
+    Engine, EngineConfig, Isolation, JailSettings, RootCredentials, RuntimeCatalog,
+};
+use nimbus_sandbox::cgroup::CgroupRoot;
 use nimbus_store::{SqliteStore, Store};
 
 /// Flags of `nimbus serve`; each can also come from the environment.
@@ -79,6 +82,72 @@ pub(crate) struct ServeArgs {
     /// group's retention (PutRetentionPolicy).
     #[arg(long, env = "NIMBUS_LOG_RETENTION_SWEEP", default_value_t = 600)]
     log_retention_sweep: u64,
+    /// How execution environments are isolated: `jail` (namespaces, a
+    /// private root filesystem, cgroup limits, an unprivileged user and
+    /// seccomp; needs root on Linux), `process` (plain child processes, for
+    /// development: function code can read what the server can), or `auto`
+    /// (jail when running as root, else process).
+    #[arg(long, env = "NIMBUS_ISOLATION", value_enum, default_value_t = IsolationArg::Auto)]
+    isolation: IsolationArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum IsolationArg {
+    Auto,
+    Jail,
+    Process,
+}
+
+/// Chooses the isolation mode and prepares what jails need.
+fn isolation(arg: IsolationArg, data_dir: &Path, port: u16) -> Result<Isolation> {
+    let root = nix::unistd::geteuid().is_root();
+    let jail = match arg {
+        IsolationArg::Process => false,
+        IsolationArg::Jail if !root => {
+            bail!("--isolation jail needs root (namespaces, mounts and cgroups)")
+        }
+        IsolationArg::Jail => true,
+        IsolationArg::Auto => root,
+    };
+    if !jail {
+        tracing::warn!(
+            "ISOLATION OFF: execution environments run as plain processes with the server's \
+             user and files (--isolation process or not root); run only code you trust"
+        );
+        return Ok(Isolation::Process);
+    }
+    let root_dir = data_dir.join("run/jail-root");
+    std::fs::create_dir_all(&root_dir)
+        .with_context(|| format!("creating {}", root_dir.display()))?;
+    let helper = std::env::current_exe().context("locating the nimbus binary")?;
+    // One cgroup parent per data directory: stable across restarts (so a
+    // restart reaps what a crash left behind) and distinct between servers.
+    let prefix = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data_dir.hash(&mut h);
+        format!("nimbus-{:016x}", h.finish())
+    };
+    let cgroups = match CgroupRoot::detect(&prefix).and_then(|root| {
+        root.cleanup_stale()?;
+        Ok(root)
+    }) {
+        Ok(root) => Some(Arc::new(root)),
+        Err(e) => {
+            tracing::warn!(
+                "cgroups unavailable ({e}): jails run WITHOUT memory, CPU and process limits"
+            );
+            None
+        }
+    };
+    tracing::info!("execution environments are jailed (namespaces, cgroups, seccomp, uid 993)");
+    Ok(Isolation::Jail(JailSettings {
+        helper,
+        helper_args: vec![crate::JAIL_HELPER_ARG.into()],
+        root_dir,
+        endpoint_port: port,
+        cgroups,
+    }))
 }
 
 /// The root credentials file, in the AWS shared-credentials format so
@@ -265,9 +334,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     });
     let catalog = tokio::task::spawn_blocking(move || RuntimeCatalog::discover(&overrides)).await?;
     tracing::info!(runtimes = %catalog.available().join(", "), "runtimes found on this host");
-    tracing::warn!(
-        "execution environments run as plain processes (no namespace isolation yet): run only code you trust"
-    );
+    let isolation = isolation(args.isolation, &data_dir, local.port())?;
     let iam = {
         let (store, creds, account_id) = (
             store.clone(),
@@ -300,6 +367,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             account_concurrency: args.concurrency.max(1),
             memory_budget_mb,
             catalog,
+            isolation,
         },
         log_tx,
     )?;
@@ -331,6 +399,21 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         keys,
         iam,
     });
+    {
+        // Jailed functions reach the API on a listener inside their own
+        // network namespace, served by the same router.
+        let app = app.clone();
+        engine.serve_endpoint_with(Arc::new(move |listener| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let _ = listener.set_nonblocking(true);
+                if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+                    let _ = axum::serve(l, app).await;
+                }
+            })
+            .abort_handle()
+        }));
+    }
     // Provisioned environments start now that their functions can reach
     // the API while they initialise.
     lambda.restore_provisioned_concurrency();

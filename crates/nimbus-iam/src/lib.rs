@@ -1197,6 +1197,9 @@ impl IamService {
     /// role's behalf: the trust policy is the caller's to check, and the
     /// session is not bounded by the role's MaxSessionDuration (Lambda's
     /// execution-role sessions are not either).
+    /// A session for a service acting with a role (Lambda running a
+    /// function): the session name is the function's name, which may be a
+    /// single character where `AssumeRole` requires two.
     pub fn service_session(
         &self,
         role_arn: &str,
@@ -1212,6 +1215,16 @@ impl IamService {
         session_name: &str,
         duration_s: u32,
     ) -> IamResult<Session> {
+        if session_name.len() < 2
+            || session_name.len() > 64
+            || !session_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+        {
+            return Err(IamError::Validation(format!(
+                "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
+            )));
+        }
         self.new_session(role_arn, session_name, duration_s, 0)
     }
 
@@ -1228,16 +1241,6 @@ impl IamService {
                 "Role {role_arn} does not exist or is not assumable."
             ))
         })?;
-        if session_name.len() < 2
-            || session_name.len() > 64
-            || !session_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-        {
-            return Err(IamError::Validation(format!(
-                "1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]*"
-            )));
-        }
         let max_s = if max_s == 0 {
             role.max_session_s
         } else {

@@ -253,6 +253,7 @@ impl LambdaService {
                 .collect(),
             role: spec.role.clone(),
             code_dir: self.code_dir(&spec.code_sha256),
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
             revision: spec.revision_id.clone(),
             version: spec.version_label(),
         })

@@ -25,10 +25,18 @@ use crate::env::{InitError, Reply, Shared};
 const PREFIX: &str = "/2018-06-01/runtime/";
 
 /// Binds a listener on an ephemeral loopback port and serves the Runtime API
-/// for `shared` on it until the environment is dropped.
+/// for `shared` on it until the environment is dropped (plain-process mode).
 pub(crate) async fn serve(shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
+    serve_on(listener, shared);
+    Ok(addr)
+}
+
+/// Serves the Runtime API for `shared` on `listener` (in jailed mode, one
+/// bound inside the sandbox's network namespace) until the environment is
+/// dropped.
+pub(crate) fn serve_on(listener: TcpListener, shared: Arc<Shared>) {
     let weak = Arc::downgrade(&shared);
     drop(shared);
     tokio::spawn(async move {
@@ -47,7 +55,6 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
             });
         }
     });
-    Ok(addr)
 }
 
 type Resp = Response<Full<Bytes>>;

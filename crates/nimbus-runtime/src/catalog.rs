@@ -162,11 +162,36 @@ impl RuntimeCatalog {
         dirs
     }
 
-    /// How to start an environment of this runtime.
+    /// The installation prefixes of the interpreters (`.../bin/python3.11`
+    /// -> `...`), which a jail must see read-only.
+    pub(crate) fn interpreter_roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for p in self
+            .explicit
+            .values()
+            .chain(self.python.values())
+            .chain(self.node.values())
+        {
+            let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            for candidate in [p, &real] {
+                if let Some(root) = candidate.parent().and_then(Path::parent)
+                    && !roots.iter().any(|r| r == root)
+                {
+                    roots.push(root.to_path_buf());
+                }
+            }
+        }
+        roots
+    }
+
+    /// How to start an environment of this runtime. `runtime_dir` is where
+    /// the bootstraps are on the host, `runtime_view` and `code_dir` where
+    /// the runtime sees the bootstraps and the code.
     pub(crate) fn launch(
         &self,
         id: &RuntimeId,
         runtime_dir: &Path,
+        runtime_view: &Path,
         code_dir: &Path,
     ) -> LambdaResult<Launch> {
         Ok(match (id, self.interpreter(id)?) {
@@ -174,11 +199,11 @@ impl RuntimeCatalog {
                 // CPython never caches the compiled main script; running the
                 // bootstrap precompiled (see `precompile_python`) saves a few
                 // milliseconds of every cold start.
-                let pyc = runtime_dir.join(format!("python/{}", pyc_name(py)));
-                let script = if pyc.is_file() {
-                    pyc
+                let pyc = format!("python/{}", pyc_name(py));
+                let script = if runtime_dir.join(&pyc).is_file() {
+                    runtime_view.join(pyc)
                 } else {
-                    runtime_dir.join("python/bootstrap.py")
+                    runtime_view.join("python/bootstrap.py")
                 };
                 Launch {
                     program: py.to_path_buf(),
@@ -187,7 +212,7 @@ impl RuntimeCatalog {
             }
             (RuntimeId::Node { .. }, Some(node)) => Launch {
                 program: node.to_path_buf(),
-                args: vec![runtime_dir.join("nodejs/bootstrap.js").into()],
+                args: vec![runtime_view.join("nodejs/bootstrap.js").into()],
             },
             _ => Launch {
                 program: code_dir.join("bootstrap"),

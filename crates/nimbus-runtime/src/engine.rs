@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nimbus_core::{LambdaError, LambdaResult, RuntimeId};
 use nimbus_sandbox::SandboxSpec;
+use nimbus_sandbox::cgroup::{CgroupRoot, Limits, cpu_millis_for_memory};
+use nimbus_sandbox::jail::JailSpec;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{EnvironmentStats, MemoryBudget, Plan, Reservation};
 use crate::catalog::RuntimeCatalog;
-use crate::env::{Death, Dispatch, Env, Reply};
+use crate::env::{Death, Dispatch, Env, Launch, Reply};
 use crate::logs::{self, LogBatch, LogLine, now_ms};
 
 mod concurrency;
@@ -75,7 +77,50 @@ pub struct EngineConfig {
     /// environments may add up to; idle ones are evicted to stay under it.
     pub memory_budget_mb: u64,
     pub catalog: RuntimeCatalog,
+    /// How environments are isolated from the host and from each other.
+    pub isolation: Isolation,
 }
+
+/// How execution environments are isolated.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    /// Plain child processes: for unprivileged development only.
+    Process,
+    /// A jail per environment (`nimbus_sandbox::jail`).
+    Jail(JailSettings),
+}
+
+/// Settings of jailed mode.
+#[derive(Debug, Clone)]
+pub struct JailSettings {
+    /// The jail helper and its arguments (`nimbus __jail`).
+    pub helper: PathBuf,
+    pub helper_args: Vec<std::ffi::OsString>,
+    /// An empty directory each jail mounts its root on, inside its own
+    /// mount namespace.
+    pub root_dir: PathBuf,
+    /// The port nimbus's API is served on inside each jail: the server's
+    /// own, so `AWS_ENDPOINT_URL` is the same inside and out.
+    pub endpoint_port: u16,
+    /// Where each jail gets its cgroup (memory, CPU and pids limits,
+    /// freezing); `None` where cgroups are unavailable.
+    pub cgroups: Option<Arc<CgroupRoot>>,
+}
+
+/// Serves nimbus's API on a listener bound inside a jail; the task is
+/// aborted when the environment ends.
+pub type EndpointServer =
+    Arc<dyn Fn(std::net::TcpListener) -> tokio::task::AbortHandle + Send + Sync>;
+
+/// Where a jailed runtime finds the Runtime API (Lambda's own address),
+/// unless the endpoint already uses that port.
+const RUNTIME_API_PORT: u16 = 9001;
+
+/// `RLIMIT_NOFILE` of a jailed runtime (Lambda's limit).
+const JAIL_NOFILE: u64 = 1024;
+
+/// Processes and threads a jail may have at once (Lambda's limit).
+const JAIL_PIDS: u32 = 1024;
 
 /// What the engine needs to know about a function to run it.
 #[derive(Debug, Clone)]
@@ -91,6 +136,8 @@ pub struct FunctionHandle {
     pub role: String,
     /// The unpacked code (`LAMBDA_TASK_ROOT`).
     pub code_dir: PathBuf,
+    /// Size of `/tmp` (`EphemeralStorage`).
+    pub ephemeral_storage_mb: u32,
     /// Changes whenever code or configuration change; environments of an
     /// older revision are not reused.
     pub revision: String,
@@ -166,6 +213,8 @@ struct Pool {
 /// Runs invocations in warm or new execution environments.
 pub struct Engine {
     config: EngineConfig,
+    /// Taken at shutdown: the server it holds refers back to the engine.
+    endpoint: Mutex<Option<EndpointServer>>,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     concurrency: concurrency::Concurrency,
     budget: Arc<MemoryBudget<Env>>,
@@ -203,6 +252,7 @@ impl Engine {
             concurrency: concurrency::Concurrency::new(config.account_concurrency),
             budget: MemoryBudget::new(config.memory_budget_mb),
             config,
+            endpoint: Mutex::new(None),
             pools: Mutex::new(HashMap::new()),
             log_sink,
         });
@@ -218,6 +268,17 @@ impl Engine {
             }
         });
         Ok(engine)
+    }
+
+    /// Sets how nimbus's API is served inside jails (after the API router
+    /// exists; jails started before have no endpoint inside).
+    pub fn serve_endpoint_with(&self, server: EndpointServer) {
+        *self.endpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+    }
+
+    /// Whether environments are jailed.
+    pub fn is_jailed(&self) -> bool {
+        matches!(self.config.isolation, Isolation::Jail(_))
     }
 
     /// The runtimes this host can run.
@@ -299,6 +360,10 @@ impl Engine {
 
     /// Kills every environment (server shutdown).
     pub fn shutdown(&self) {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let names: Vec<String> = self
             .pools
             .lock()
@@ -456,12 +521,22 @@ impl Engine {
             found
         };
         let env = match warm {
-            Some(env) => env,
+            Some(env) => {
+                env.claim();
+                env
+            }
             None => self.start_env(f, concurrency::ON_DEMAND).await?,
         };
         let outcome = self.run(f, &env, req).await;
         *env.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if !env.is_dead() && env.revision == f.revision && !pool.retired.load(Ordering::Relaxed) {
+            env.release();
+            if env.cgroup.is_some() {
+                // Frozen between invocations, as Lambda does, off the
+                // response's path.
+                let idle = env.clone();
+                tokio::task::spawn_blocking(move || idle.freeze_if_idle());
+            }
             pool.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -474,10 +549,21 @@ impl Engine {
 
     async fn start_env(&self, f: &FunctionHandle, init_type: &str) -> LambdaResult<Arc<Env>> {
         let share = self.reserve_memory(f).await?;
-        let launch =
-            self.config
-                .catalog
-                .launch(&f.runtime, &self.config.runtime_dir, &f.code_dir)?;
+        let jail = match &self.config.isolation {
+            Isolation::Jail(j) => Some(j),
+            Isolation::Process => None,
+        };
+        // Where the code and the runtime are, as the runtime sees them.
+        let (task_root, runtime_root) = match jail {
+            Some(_) => (PathBuf::from("/var/task"), PathBuf::from("/var/runtime")),
+            None => (f.code_dir.clone(), self.config.runtime_dir.clone()),
+        };
+        let launch = self.config.catalog.launch(
+            &f.runtime,
+            &self.config.runtime_dir,
+            &runtime_root,
+            &task_root,
+        )?;
         let stream = format!(
             "{}/[{}]{}",
             chrono::Utc::now().format("%Y/%m/%d"),
@@ -493,14 +579,63 @@ impl Engine {
                     "The role defined for the function cannot be assumed by Lambda.".into(),
                 )
             })?;
-        let spec = SandboxSpec {
+        let mut env = self.environment(f, &stream, &creds, &task_root, &runtime_root, init_type);
+        let spec = |env| SandboxSpec {
             program: launch.program,
             args: launch.args,
-            env: self.environment(f, &stream, &creds, init_type),
-            cwd: f.code_dir.clone(),
+            env,
+            cwd: task_root.clone(),
+        };
+        let launch = match jail {
+            None => Launch::Process(spec(env)),
+            Some(j) => {
+                let runtime_port = if j.endpoint_port == RUNTIME_API_PORT {
+                    RUNTIME_API_PORT + 1
+                } else {
+                    RUNTIME_API_PORT
+                };
+                env.push((
+                    "AWS_LAMBDA_RUNTIME_API".into(),
+                    format!("127.0.0.1:{runtime_port}"),
+                ));
+                env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+                env.push((
+                    "AWS_ENDPOINT_URL".into(),
+                    format!("http://127.0.0.1:{}", j.endpoint_port),
+                ));
+                Launch::Jail {
+                    spec: spec(env),
+                    jail: JailSpec {
+                        helper: j.helper.clone(),
+                        helper_args: j.helper_args.clone(),
+                        root_dir: j.root_dir.clone(),
+                        code_dir: f.code_dir.clone(),
+                        runtime_dir: self.config.runtime_dir.clone(),
+                        ro_paths: self.config.catalog.interpreter_roots(),
+                        tmp_mb: f.ephemeral_storage_mb,
+                        hostname: format!("sandbox-{}", &stream[stream.len() - 8..]),
+                        listen: vec![runtime_port, j.endpoint_port],
+                        cgroup_procs: Vec::new(),
+                        nofile: JAIL_NOFILE,
+                    },
+                    endpoint: self
+                        .endpoint
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                    cgroup: j.cgroups.clone().map(|root| {
+                        let limits = Limits {
+                            memory_bytes: u64::from(f.memory_mb) * 1024 * 1024,
+                            cpu_millis: cpu_millis_for_memory(f.memory_mb),
+                            pids: JAIL_PIDS,
+                        };
+                        (root, uuid::Uuid::new_v4().simple().to_string(), limits)
+                    }),
+                }
+            }
         };
         let usable_until = Instant::now() + creds.valid_for.saturating_sub(CREDENTIAL_MARGIN);
-        let env = Env::start(spec, stream, f.revision.clone(), usable_until)
+        let env = Env::start(launch, stream, f.revision.clone(), usable_until)
             .await
             .map_err(LambdaError::internal)?;
         self.hold(share, &env);
@@ -512,10 +647,12 @@ impl Engine {
         f: &FunctionHandle,
         stream: &str,
         creds: &TempCredentials,
+        task_root: &Path,
+        runtime_root: &Path,
         init_type: &str,
     ) -> Vec<(String, String)> {
         let c = &self.config;
-        let code = f.code_dir.display().to_string();
+        let code = task_root.display().to_string();
         let mut path: Vec<String> = c
             .catalog
             .bin_dirs()
@@ -527,7 +664,7 @@ impl Engine {
         let mut set = |k: &str, v: String| env.push((k.to_string(), v));
         set("_HANDLER", f.handler.clone());
         set("LAMBDA_TASK_ROOT", code.clone());
-        set("LAMBDA_RUNTIME_DIR", c.runtime_dir.display().to_string());
+        set("LAMBDA_RUNTIME_DIR", runtime_root.display().to_string());
         set("AWS_REGION", c.region.clone());
         set("AWS_DEFAULT_REGION", c.region.clone());
         if f.runtime.is_managed() {
@@ -592,7 +729,7 @@ impl Engine {
         });
         let init_failed = waited.is_init_failure(env);
         let mut body = env.take_output();
-        let mem_mb = peak_memory_mb(env.pid);
+        let mem_mb = env.peak_memory_mb();
 
         let timeout_text = format!("{:.2}", f64::from(f.timeout_s));
         let (payload, error_type, status): (Bytes, Option<String>, Option<String>) = match waited {
@@ -660,7 +797,7 @@ impl Engine {
                         Death::SpawnFailed(m) => ("Runtime.InvalidEntrypoint", m.clone()),
                         Death::Exited(reason)
                             if crate::env::exited_by_kill(reason)
-                                && mem_mb >= u64::from(f.memory_mb) =>
+                                && (env.oom_killed() || mem_mb >= u64::from(f.memory_mb)) =>
                         {
                             (
                                 "Runtime.OutOfMemory",
@@ -754,6 +891,7 @@ impl Engine {
             }
             () = tokio::time::sleep(INIT_TIMEOUT) => return (None, Waited::InitTimeout),
         };
+        env.end_init_boost();
         // Phase 2: it answers before the deadline, or dies trying.
         let deadline = start.0 + Duration::from_secs(u64::from(f.timeout_s));
         let waited = tokio::select! {
@@ -804,15 +942,6 @@ fn line(text: String) -> LogLine {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn peak_memory_mb(pid: u32) -> u64 {
-    let read = || -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    read().map_or(0, |kb| kb.div_ceil(1024))
 }
 
 /// Frames an invocation's output with START, END and REPORT.

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use nimbus_sandbox::cgroup::{Cgroup, CgroupRoot, Limits};
+use nimbus_sandbox::jail::JailSpec;
 use nimbus_sandbox::{Sandbox, SandboxSpec};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -82,13 +84,39 @@ pub(crate) struct Env {
     /// After this the environment's credentials are too close to expiry
     /// for it to take another invocation.
     usable_until: Instant,
+    /// Serves the nimbus API inside a jail's network namespace.
+    endpoint_task: Option<tokio::task::AbortHandle>,
+    /// The jail's cgroup: limits, memory figures, freezing.
+    pub(crate) cgroup: Option<Arc<Cgroup>>,
+    /// Whether the cgroup is frozen; held while freezing or thawing.
+    frozen: Mutex<bool>,
+    /// Set while an invocation owns the environment.
+    busy: AtomicBool,
+    /// The CPU share (thousandths of a CPU) applied once init is over;
+    /// init runs unthrottled, as Lambda boosts CPU during init.
+    cpu_millis: u32,
+    boosted: AtomicBool,
+}
+
+/// How an environment's sandbox is started.
+pub(crate) enum Launch {
+    Process(SandboxSpec),
+    Jail {
+        spec: SandboxSpec,
+        jail: JailSpec,
+        endpoint: Option<crate::engine::EndpointServer>,
+        /// The cgroup to create for it: where, its name and limits (the
+        /// CPU limit is applied once init is over).
+        cgroup: Option<(Arc<CgroupRoot>, String, Limits)>,
+    },
 }
 
 impl Env {
-    /// Starts the sandbox and its Runtime API endpoint. `spec` is completed
-    /// with `AWS_LAMBDA_RUNTIME_API` here, once the endpoint's port is known.
+    /// Starts the sandbox and its Runtime API endpoint. A plain-process
+    /// spec is completed with `AWS_LAMBDA_RUNTIME_API` here, once the
+    /// endpoint's port is known; a jail listens on its own fixed port.
     pub(crate) async fn start(
-        mut spec: SandboxSpec,
+        launch: Launch,
         log_stream: String,
         revision: String,
         usable_until: Instant,
@@ -102,16 +130,75 @@ impl Env {
             capture: OnceLock::new(),
             kill: Notify::new(),
         });
-        let addr = crate::api::serve(shared.clone()).await?;
-        spec.env
-            .push(("AWS_LAMBDA_RUNTIME_API".into(), addr.to_string()));
         let started = Instant::now();
         let (death_tx, death_rx) = watch::channel(None);
-        let pid = match Sandbox::spawn(&spec) {
-            Ok((sandbox, pipe)) => {
+        let mut endpoint_task = None;
+        let mut cgroup: Option<Arc<Cgroup>> = None;
+        let mut cpu_millis = 0;
+        let spawned = match launch {
+            Launch::Process(mut spec) => {
+                let addr = crate::api::serve(shared.clone()).await?;
+                spec.env
+                    .push(("AWS_LAMBDA_RUNTIME_API".into(), addr.to_string()));
+                Sandbox::spawn(&spec)
+                    .map(|(sandbox, pipe)| (sandbox, pipe, spec.program.clone()))
+                    .map_err(|e| spawn_message(&spec.program, &e))
+            }
+            Launch::Jail {
+                spec,
+                mut jail,
+                endpoint,
+                cgroup: limits,
+            } => {
+                let program = spec.program.clone();
+                cpu_millis = limits.as_ref().map_or(0, |(_, _, l)| l.cpu_millis);
+                let jailed = tokio::task::spawn_blocking(move || {
+                    let cgroup = match limits {
+                        Some((root, name, limits)) => {
+                            let boosted = Limits {
+                                cpu_millis: 0,
+                                ..limits
+                            };
+                            Some(root.create(&name, &boosted)?)
+                        }
+                        None => None,
+                    };
+                    if let Some(cg) = &cgroup {
+                        jail.cgroup_procs = cg.procs_paths();
+                    }
+                    Sandbox::spawn_jailed(&spec, &jail).map(|(s, p, l)| (s, p, l, cgroup))
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                match jailed {
+                    Ok((sandbox, pipe, listeners, cg)) => {
+                        cgroup = cg.map(Arc::new);
+                        let mut listeners = listeners.into_iter();
+                        if let Some(l) = listeners.next() {
+                            l.set_nonblocking(true)?;
+                            let l = tokio::net::TcpListener::from_std(l)?;
+                            crate::api::serve_on(l, shared.clone());
+                        }
+                        if let (Some(l), Some(serve)) = (listeners.next(), endpoint) {
+                            endpoint_task = Some(serve(l));
+                        }
+                        Ok((sandbox, pipe, program))
+                    }
+                    Err(e) => Err(spawn_message(&program, &e)),
+                }
+            }
+        };
+        let pid = match spawned {
+            Ok((sandbox, pipe, program)) => {
                 let pid = sandbox.pid();
                 let _ = shared.capture.set(Capture::new(pipe));
-                tokio::spawn(watch_process(sandbox, shared.clone(), death_tx));
+                tokio::spawn(watch_process(
+                    sandbox,
+                    program,
+                    cgroup.clone(),
+                    shared.clone(),
+                    death_tx,
+                ));
                 let reader = shared.clone();
                 tokio::spawn(async move {
                     if let Some(c) = reader.capture.get() {
@@ -120,8 +207,8 @@ impl Env {
                 });
                 pid
             }
-            Err(e) => {
-                let _ = death_tx.send(Some(Death::SpawnFailed(spawn_message(&spec, &e))));
+            Err(message) => {
+                let _ = death_tx.send(Some(Death::SpawnFailed(message)));
                 0
             }
         };
@@ -137,6 +224,12 @@ impl Env {
             doomed: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),
             usable_until,
+            endpoint_task,
+            cgroup,
+            frozen: Mutex::new(false),
+            busy: AtomicBool::new(true),
+            cpu_millis,
+            boosted: AtomicBool::new(true),
         }))
     }
 
@@ -169,6 +262,69 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Peak memory of the environment in MB: its cgroup's high-water mark
+    /// when jailed, else the first process's `VmHWM`.
+    pub(crate) fn peak_memory_mb(&self) -> u64 {
+        let bytes = match &self.cgroup {
+            Some(cg) => cg.peak_memory_bytes(),
+            None => process_peak_bytes(self.pid),
+        };
+        bytes.map_or(0, |b| b.div_ceil(1024 * 1024))
+    }
+
+    /// Whether the kernel killed a process of this environment for using
+    /// more memory than its limit.
+    pub(crate) fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|cg| cg.oom_kills() > 0)
+    }
+
+    /// Ends the init CPU boost: from now on the environment gets the CPU
+    /// share of its memory size.
+    pub(crate) fn end_init_boost(&self) {
+        if self.boosted.swap(false, Ordering::Relaxed)
+            && let Some(cg) = &self.cgroup
+            && let Err(e) = cg.set_cpu_limit(self.cpu_millis)
+        {
+            tracing::warn!("limiting an environment's CPU: {e}");
+        }
+    }
+
+    /// Claims the environment for an invocation, thawing it if it was
+    /// frozen while idle.
+    pub(crate) fn claim(&self) {
+        self.busy.store(true, Ordering::SeqCst);
+        let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        if *frozen {
+            if let Some(cg) = &self.cgroup
+                && let Err(e) = cg.thaw()
+            {
+                tracing::warn!("thawing an environment: {e}");
+                self.kill();
+            }
+            *frozen = false;
+        }
+    }
+
+    /// Marks the environment idle; the caller then freezes it off the
+    /// request path with [`Env::freeze_if_idle`].
+    pub(crate) fn release(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// Freezes an idle jailed environment so its background threads use no
+    /// CPU until the next invocation (blocking: run it off the runtime).
+    pub(crate) fn freeze_if_idle(&self) {
+        let Some(cg) = &self.cgroup else { return };
+        let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        if *frozen || self.busy.load(Ordering::SeqCst) || self.is_dead() {
+            return;
+        }
+        match cg.freeze() {
+            Ok(()) => *frozen = true,
+            Err(e) => tracing::debug!("freezing an idle environment: {e}"),
+        }
+    }
+
     /// Whether this environment reports Init Duration now (only once).
     pub(crate) fn claim_init_report(&self) -> bool {
         !self.init_reported.swap(true, Ordering::Relaxed)
@@ -178,21 +334,21 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.kill();
+        if let Some(t) = &self.endpoint_task {
+            t.abort();
+        }
     }
 }
 
-fn spawn_message(spec: &SandboxSpec, e: &std::io::Error) -> String {
+fn spawn_message(program: &std::path::Path, e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            format!(
-                "Couldn't find valid bootstrap(s): [{}]",
-                spec.program.display()
-            )
+            format!("Couldn't find valid bootstrap(s): [{}]", program.display())
         }
         std::io::ErrorKind::PermissionDenied => {
-            format!("fork/exec {}: permission denied", spec.program.display())
+            format!("fork/exec {}: permission denied", program.display())
         }
-        _ => format!("fork/exec {}: {e}", spec.program.display()),
+        _ => format!("fork/exec {}: {e}", program.display()),
     }
 }
 
@@ -200,22 +356,33 @@ fn spawn_message(spec: &SandboxSpec, e: &std::io::Error) -> String {
 /// records the death so a waiting invocation learns of it at once.
 async fn watch_process(
     mut sandbox: Sandbox,
+    program: std::path::PathBuf,
+    cgroup: Option<Arc<Cgroup>>,
     shared: Arc<Shared>,
     death: watch::Sender<Option<Death>>,
 ) {
     let cause = tokio::select! {
-        status = sandbox.wait() => Death::Exited(match status {
-            Ok(s) => describe_exit(s),
-            Err(e) => format!("wait failed: {e}"),
-        }),
+        status = sandbox.wait() => match (status, sandbox.exec_error()) {
+            (_, Some(e)) => Death::SpawnFailed(spawn_message(&program, e)),
+            (Ok(s), None) => Death::Exited(describe_exit(s)),
+            (Err(e), None) => Death::Exited(format!("wait failed: {e}")),
+        },
         () = shared.kill.notified() => {
             sandbox.kill();
+            if let Some(cg) = cgroup.clone() {
+                // A frozen process dies only once thawed; this thaws too.
+                let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+            }
             let _ = sandbox.wait().await;
             Death::Killed
         }
     };
     // Whatever else is in the group goes with the first process.
     sandbox.kill();
+    if let Some(cg) = cgroup {
+        // Frozen stragglers too; the directories go when the Env is dropped.
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+    }
     let _ = death.send(Some(cause));
 }
 
@@ -227,6 +394,13 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
         (None, Some(sig)) => format!("signal: {sig}"),
         _ => "unknown exit".into(),
     }
+}
+
+fn process_peak_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Whether the flag-style exit reason says the runtime was killed.

@@ -18,8 +18,8 @@ mod logs;
 pub use budget::EnvironmentStats;
 pub use catalog::RuntimeCatalog;
 pub use engine::{
-    CredentialSource, Engine, EngineConfig, FunctionHandle, InvocationMetrics, InvokeOutcome,
-    InvokeRequest, RootCredentials, TempCredentials,
+    CredentialSource, EndpointServer, Engine, EngineConfig, FunctionHandle, InvocationMetrics,
+    InvokeOutcome, InvokeRequest, Isolation, JailSettings, RootCredentials, TempCredentials,
 };
 pub use engine::{ProvisionedState, ProvisionedStatus};
 pub use logs::{LogBatch, LogLine};

@@ -438,19 +438,7 @@ impl Cgroup {
     fn apply(&mut self, limits: &Limits) -> io::Result<()> {
         self.set_memory_limit(limits.memory_bytes)?;
         match self.version {
-            CgroupVersion::V1 => {
-                if let Some(cpu) = &self.dirs.cpu {
-                    write_file(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
-                    write_file(
-                        &cpu.join("cpu.cfs_quota_us"),
-                        &cfs_quota_us(limits.cpu_millis).map_or("-1".into(), |q| q.to_string()),
-                    )?;
-                    write_file(
-                        &cpu.join("cpu.shares"),
-                        &v1_cpu_shares(limits.cpu_millis).to_string(),
-                    )?;
-                }
-            }
+            CgroupVersion::V1 => {}
             CgroupVersion::V2 => {
                 let dir = &self.dirs.memory;
                 // RAM only, like Lambda: no swap on top of memory.max.
@@ -458,13 +446,6 @@ impl Cgroup {
                 // An OOM kill takes the whole sandbox, not just its largest
                 // process: a half-killed environment is of no use.
                 write_if_present(&dir.join("memory.oom.group"), "1")?;
-                if let Some(cpu) = &self.dirs.cpu {
-                    write_file(&cpu.join("cpu.max"), &v2_cpu_max(limits.cpu_millis))?;
-                    write_file(
-                        &cpu.join("cpu.weight"),
-                        &v2_cpu_weight(limits.cpu_millis).to_string(),
-                    )?;
-                }
                 let peak = dir.join("memory.peak");
                 self.peak = match OpenOptions::new().read(true).write(true).open(&peak) {
                     Ok(file) => Some(PeakFile {
@@ -478,10 +459,35 @@ impl Cgroup {
                 };
             }
         }
+        self.set_cpu_limit(limits.cpu_millis)?;
         if let Some(pids) = &self.dirs.pids {
             write_file(&pids.join("pids.max"), &pids_max(limits.pids))?;
         }
         Ok(())
+    }
+
+    /// Sets the CPU the cgroup may use, in thousandths of a CPU (0: no
+    /// limit): a CFS bandwidth quota plus a proportional share/weight. Also
+    /// usable on a live cgroup (nimbus lifts the limit during init, as
+    /// Lambda boosts CPU while a function initialises).
+    pub fn set_cpu_limit(&self, millis: u32) -> io::Result<()> {
+        let Some(cpu) = &self.dirs.cpu else {
+            return Ok(());
+        };
+        match self.version {
+            CgroupVersion::V1 => {
+                write_file(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                write_file(
+                    &cpu.join("cpu.cfs_quota_us"),
+                    &cfs_quota_us(millis).map_or("-1".into(), |q| q.to_string()),
+                )?;
+                write_file(&cpu.join("cpu.shares"), &v1_cpu_shares(millis).to_string())
+            }
+            CgroupVersion::V2 => {
+                write_file(&cpu.join("cpu.max"), &v2_cpu_max(millis))?;
+                write_file(&cpu.join("cpu.weight"), &v2_cpu_weight(millis).to_string())
+            }
+        }
     }
 
     /// The `cgroup.procs` files of every hierarchy. A process joins the
