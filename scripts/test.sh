@@ -25,6 +25,8 @@ step "build (nimbus and the lambda_runtime test fixture)"
 cargo build --workspace --locked
 
 step "Rust tests"
+# Jail, cgroup and containment tests need root (CI runs as root).
+if [ "$(id -u)" = 0 ]; then export NIMBUS_PRIVILEGED_TESTS="${NIMBUS_PRIVILEGED_TESTS:-1}"; fi
 cargo test --workspace --locked
 
 step "end-to-end tests (boto3, AWS CLI)"
