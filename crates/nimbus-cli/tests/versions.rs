@@ -1,6 +1,8 @@
 //! Versions, aliases, reserved and provisioned concurrency, driven by the
 //! official AWS SDK for Rust against a real `nimbus serve`.
 
+// Shared with tests.rs, which uses the helpers this file does not.
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeSet;
