@@ -100,6 +100,7 @@ impl Sandbox {
             cwd: spec.cwd.to_string_lossy().into_owned(),
             root_dir: jail.root_dir.clone(),
             code_dir: jail.code_dir.clone(),
+            code_root: jail.code_root.clone(),
             runtime_dir: jail.runtime_dir.clone(),
             ro_paths: jail.ro_paths.clone(),
             tmp_mb: jail.tmp_mb,
@@ -142,6 +143,31 @@ impl Sandbox {
         sandbox.control = Some(ours);
         let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
         Ok((sandbox, output, listeners))
+    }
+
+    /// Turns a sandbox prepared ahead of demand (see
+    /// [`JailSpec::code_root`]) into a function's environment: `code` (a
+    /// directory under the code root) appears read-only at `/var/task`,
+    /// `/tmp` gets its size, and the waiting runtime its environment.
+    pub fn assign(&self, code: &str, tmp_mb: u32, env: &[(String, String)]) -> io::Result<()> {
+        let ctl = self
+            .control
+            .as_ref()
+            .ok_or_else(|| io::Error::other("only a jailed sandbox can be assigned"))?;
+        let bytes = serde_json::to_vec(&jail::Assignment {
+            code: code.to_string(),
+            tmp_mb,
+            env: env.to_vec(),
+        })
+        .map_err(io::Error::other)?;
+        sendmsg::<()>(
+            ctl.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )?;
+        Ok(())
     }
 
     /// The process id of the sandbox's first process (in jailed mode, the

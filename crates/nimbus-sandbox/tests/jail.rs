@@ -54,6 +54,7 @@ fn jail(f: &Fixture, listen: Vec<u16>) -> JailSpec {
         helper_args: Vec::new(),
         root_dir: f.root.clone(),
         code_dir: f.code.clone(),
+        code_root: None,
         runtime_dir: f.runtime.clone(),
         ro_paths: Vec::new(),
         tmp_mb: 8,
@@ -202,4 +203,66 @@ async fn listeners_are_reachable_only_inside_the_jail() {
     assert!(text.contains("hello"), "{text}");
     // The host's loopback has no such listener: the jail's is its own.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[tokio::test]
+async fn a_prepared_sandbox_gets_its_code_tmp_and_environment_when_assigned() {
+    if !privileged() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = jail(&f, Vec::new());
+    spec.code_root = f.code.parent().map(PathBuf::from);
+    let script = "read -r line <&3; echo \"$line\"; cat /var/task/hello.txt; ls /.nimbus 2>&1; \
+                  touch /var/task/x 2>&1; df -m /tmp | tail -1";
+    let (mut sb, mut out, _) = Sandbox::spawn_jailed(&sh(script), &spec).unwrap();
+    // Nothing of the code is there before the assignment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sb.assign("code", 16, &[("GREETING".into(), "hi".into())])
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), sb.wait())
+        .await
+        .expect("jail finished")
+        .unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.starts_with("{\"GREETING\":\"hi\"}"), "{text}");
+    assert!(text.contains("hello from the task"), "{text}");
+    // The rest of the code root was never within the runtime's reach.
+    assert!(
+        text.contains("ls: cannot open directory '/.nimbus': Permission denied"),
+        "{text}"
+    );
+    assert!(text.contains("Read-only file system"), "{text}");
+    let tmp_mb: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(tmp_mb, 16, "{text}");
+}
+
+#[tokio::test]
+async fn an_assignment_cannot_name_a_path_outside_the_code_root() {
+    if !privileged() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = jail(&f, Vec::new());
+    spec.code_root = Some(f.code.clone());
+    let (mut sb, mut out, _) =
+        Sandbox::spawn_jailed(&sh("read -r line <&3 || echo no-assignment"), &spec).unwrap();
+    sb.assign("../root", 16, &[]).unwrap();
+    sb.wait().await.unwrap();
+    let mut text = String::new();
+    out.read_to_string(&mut text).await.unwrap();
+    assert!(text.contains("no-assignment"), "{text}");
+    let err = sb.exec_error().expect("the failed assignment is reported");
+    assert!(
+        err.to_string()
+            .contains("assignment names no code directory"),
+        "{err}"
+    );
 }

@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -34,7 +34,10 @@ use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, sendmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use super::{CONTROL_FD, JailConfig, Message};
+use super::{ASSIGN_FD, Assignment, CONTROL_FD, JailConfig, Message};
+
+/// Where a prepared sandbox holds the code root until it is assigned.
+const CODE_HOLD: &str = "/.nimbus/code";
 
 /// Runs the jail helper. Never returns: the process exits (or becomes the
 /// runtime).
@@ -144,15 +147,26 @@ fn monitor(ctl: &OwnedFd) -> Result<i32, StepError> {
 }
 
 fn read_config(ctl: &OwnedFd) -> Result<JailConfig, StepError> {
+    receive(ctl, "the jail configuration")
+}
+
+/// Receives one JSON message from the server.
+fn receive<T: serde::de::DeserializeOwned>(ctl: &OwnedFd, what: &str) -> Result<T, StepError> {
     let mut buf = vec![0u8; super::MAX_MESSAGE];
     let n = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         recvmsg::<()>(ctl.as_raw_fd(), &mut iov, None, MsgFlags::empty())
-            .step(|| "reading the jail configuration".into())?
+            .step(|| format!("reading {what}"))?
             .bytes
     };
+    if n == 0 {
+        return Err(StepError {
+            step: format!("reading {what}: the server closed the control socket"),
+            errno: Errno::EPIPE,
+        });
+    }
     serde_json::from_slice(&buf[..n]).map_err(|e| StepError {
-        step: format!("parsing the jail configuration: {e}"),
+        step: format!("parsing {what}: {e}"),
         errno: Errno::EINVAL,
     })
 }
@@ -206,7 +220,22 @@ fn build_root(cfg: &JailConfig) -> Result<(), StepError> {
         }
     }
     bind_ro(&cfg.runtime_dir, &root.join("var/runtime"))?;
-    bind_ro(&cfg.code_dir, &root.join("var/task"))?;
+    if let Some(code_root) = &cfg.code_root {
+        // Bound when the sandbox is assigned to a function, from the code
+        // root held where only root can reach it until then (a directory
+        // of mode 0700); it is unmounted before any function code runs.
+        mkdir(&root.join("var/task"))?;
+        let hold = root.join(CODE_HOLD.trim_start_matches('/'));
+        mkdir(&hold)?;
+        fs::set_permissions(
+            hold.parent().unwrap_or(&hold),
+            fs::Permissions::from_mode(0o700),
+        )
+        .step(|| "restricting the code root".into())?;
+        bind_ro(code_root, &hold)?;
+    } else {
+        bind_ro(&cfg.code_dir, &root.join("var/task"))?;
+    }
     mkdir(&root.join("opt"))?;
     let tmp = root.join("tmp");
     mkdir(&tmp)?;
@@ -338,10 +367,24 @@ fn init(
         .collect::<Result<Vec<_>, _>>()?;
     let (exec_r, exec_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let assign = match cfg.code_root {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?),
+        None => None,
+    };
     // SAFETY: init is single-threaded (a fork of the single-threaded monitor).
     match unsafe { nix::unistd::fork() }.step(|| "fork".into())? {
         ForkResult::Child => {
             drop(exec_r);
+            if let Some((read, _)) = &assign {
+                // SAFETY: both descriptors are open; dup2 onto ASSIGN_FD
+                // (the control socket's number, close-on-exec and unused
+                // here) leaves the copy without close-on-exec.
+                if unsafe { libc::dup2(read.as_raw_fd(), ASSIGN_FD) } < 0 {
+                    let _ = nix::unistd::write(&exec_w, &(Errno::last() as i32).to_ne_bytes());
+                    // SAFETY: see below.
+                    unsafe { libc::_exit(127) }
+                }
+            }
             let errno = become_runtime(cfg, filters, &program, &argv, &envp);
             let _ = nix::unistd::write(&exec_w, &(errno as i32).to_ne_bytes());
             // SAFETY: `_exit` ends this forked child without running the
@@ -351,15 +394,60 @@ fn init(
         ForkResult::Parent { child } => {
             drop(exec_w);
             let mut buf = [0u8; 4];
-            if let Ok(4) = nix::unistd::read(&exec_r, &mut buf) {
+            let exec_failed = matches!(nix::unistd::read(&exec_r, &mut buf), Ok(4));
+            if exec_failed {
                 send(ctl, &Message::ExecFailed(i32::from_ne_bytes(buf)), &[]);
             }
             drop(exec_r);
+            if let Some((read, write)) = assign {
+                drop(read);
+                if !exec_failed {
+                    // The runtime reads end of file (and exits) if this fails.
+                    if let Err(e) = take_assignment(ctl, write) {
+                        send(ctl, &Message::Failed(e.to_string()), &[]);
+                    }
+                }
+            }
             let status = reap_until(child);
             send(ctl, &Message::Exited(status), &[]);
             Ok(0)
         }
     }
+}
+
+/// Waits for the server to assign this prepared sandbox to a function, then
+/// binds its code, sizes `/tmp` and hands the runtime its environment.
+fn take_assignment(ctl: &OwnedFd, runtime: OwnedFd) -> Result<(), StepError> {
+    let a: Assignment = receive(ctl, "the assignment")?;
+    if a.code.is_empty() || a.code.contains('/') || a.code == "." || a.code == ".." {
+        return Err(StepError {
+            step: format!("assignment names no code directory: {:?}", a.code),
+            errno: Errno::EINVAL,
+        });
+    }
+    let none: Option<&str> = None;
+    mount(
+        none,
+        "/tmp",
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={}m,mode=1777", a.tmp_mb).as_str()),
+    )
+    .step(|| "sizing /tmp".into())?;
+    bind_ro(&Path::new(CODE_HOLD).join(&a.code), Path::new("/var/task"))?;
+    umount2(CODE_HOLD, MntFlags::MNT_DETACH).step(|| "unmounting the code root".into())?;
+    let env: serde_json::Map<String, serde_json::Value> = a
+        .env
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let mut line = serde_json::to_vec(&env).map_err(|e| StepError {
+        step: format!("encoding the environment: {e}"),
+        errno: Errno::EINVAL,
+    })?;
+    line.push(b'\n');
+    let mut out = fs::File::from(runtime);
+    std::io::Write::write_all(&mut out, &line).step(|| "handing the runtime its environment".into())
 }
 
 fn cstring(s: &str) -> Result<CString, StepError> {

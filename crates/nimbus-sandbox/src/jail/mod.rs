@@ -30,6 +30,11 @@ pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
 /// The uid and gid function code runs as (Lambda's `sbx_user1051` is 993).
 pub const SANDBOX_UID: u32 = 993;
 
+/// Where a prepared runtime reads its assignment: one line of JSON, an
+/// object of the environment variables to set, then end of file. nimbus's
+/// bootstraps read it when `NIMBUS_ASSIGN_FD` names this descriptor.
+pub const ASSIGN_FD: i32 = 3;
+
 /// How to jail one execution environment.
 #[derive(Debug, Clone)]
 pub struct JailSpec {
@@ -42,6 +47,11 @@ pub struct JailSpec {
     pub root_dir: PathBuf,
     /// The function's unpacked code, seen read-only at `/var/task`.
     pub code_dir: PathBuf,
+    /// Prepared ahead of demand: `/var/task` stays empty until
+    /// [`crate::Sandbox::assign`] names a directory under this one (and
+    /// `code_dir` is ignored). The runtime waits for its assignment on
+    /// [`ASSIGN_FD`].
+    pub code_root: Option<PathBuf>,
     /// The runtime's bootstraps, seen read-only at `/var/runtime`.
     pub runtime_dir: PathBuf,
     /// Host directories seen read-only at the same path (interpreters
@@ -70,6 +80,7 @@ pub(crate) struct JailConfig {
     pub(crate) cwd: String,
     pub(crate) root_dir: PathBuf,
     pub(crate) code_dir: PathBuf,
+    pub(crate) code_root: Option<PathBuf>,
     pub(crate) runtime_dir: PathBuf,
     pub(crate) ro_paths: Vec<PathBuf>,
     pub(crate) tmp_mb: u32,
@@ -92,4 +103,15 @@ pub(crate) enum Message {
     ExecFailed(i32),
     /// The runtime exited with this raw wait status.
     Exited(i32),
+}
+
+/// What a prepared sandbox is given to become a function's environment
+/// (server to jail, after the configuration).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Assignment {
+    /// A directory name under the jail's `code_root`, bound at `/var/task`.
+    pub(crate) code: String,
+    pub(crate) tmp_mb: u32,
+    /// The runtime's complete environment.
+    pub(crate) env: Vec<(String, String)>,
 }
