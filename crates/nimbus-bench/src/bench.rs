@@ -47,7 +47,7 @@ pub(crate) struct Settings {
     pub(crate) node_runtime: String,
 }
 
-fn sibling(name: &str) -> Option<PathBuf> {
+pub(crate) fn sibling(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     Some(exe.parent()?.join(name))
 }
@@ -117,7 +117,7 @@ fn settings(o: &Options) -> Result<Settings> {
     })
 }
 
-fn output_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<String> {
+pub(crate) fn output_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<String> {
     let program = program.as_ref();
     let out = Command::new(program)
         .args(args)
@@ -206,13 +206,13 @@ async fn bench(s: &Settings, o: &Options) -> Result<Report> {
     Ok(m)
 }
 
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(20).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -339,7 +339,7 @@ async fn measure(
 
 /// Creates the execution role the benchmark's functions run as (trusted by
 /// Lambda), as a user does once.
-async fn create_role(ctl: &mut Conn) -> Result<()> {
+pub(crate) async fn create_role(ctl: &mut Conn) -> Result<()> {
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
     let form = format!(
         "Action=CreateRole&RoleName=r&AssumeRolePolicyDocument={}",
@@ -356,7 +356,7 @@ async fn create_role(ctl: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-async fn create_function(
+pub(crate) async fn create_function(
     ctl: &mut Conn,
     name: &str,
     runtime: &str,
@@ -390,7 +390,7 @@ async fn create_function(
     Ok(())
 }
 
-fn invoke_path(name: &str) -> String {
+pub(crate) fn invoke_path(name: &str) -> String {
     format!("/2015-03-31/functions/{name}/invocations")
 }
 
@@ -534,7 +534,7 @@ async fn floor_sample(program: &Path, args: &[&str]) -> Result<f64> {
 }
 
 /// A REPORT line's `Init Duration` and `Duration`, in ms.
-fn parse_report(log_b64: &str) -> (Option<f64>, Option<f64>) {
+pub(crate) fn parse_report(log_b64: &str) -> (Option<f64>, Option<f64>) {
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(log_b64.trim()) else {
         return (None, None);
     };

@@ -18,6 +18,7 @@ mod fixtures;
 mod load;
 mod procs;
 mod report;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -54,6 +55,10 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
     },
+    /// Many functions under a memory budget that holds few of their
+    /// environments: deploys them, invokes them in random order, reports
+    /// errors, throughput, cold/warm latency, memory and evictions.
+    Scale(scale::ScaleArgs),
     /// Per-request cost of SigV4 verification and IAM policy evaluation,
     /// in-process on one thread (no server): prints ns per operation.
     Auth {
@@ -120,6 +125,7 @@ fn main() -> ExitCode {
             duration,
         }) => load::standalone(&url, clients, duration),
         Some(Command::Auth { seconds }) => authbench::run(seconds),
+        Some(Command::Scale(args)) => scale::run(args),
         None => bench::run(cli.options),
     };
     match result {

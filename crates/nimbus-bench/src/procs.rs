@@ -128,8 +128,8 @@ pub(crate) fn rss(pid: u32) -> Option<Rss> {
     })
 }
 
-/// Direct children of `parent`, found by scanning /proc/*/stat.
-pub(crate) fn children(parent: u32) -> Vec<u32> {
+/// Every process with its parent, from one scan of /proc/*/stat.
+fn parents() -> Vec<(u32, u32)> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -149,13 +149,64 @@ pub(crate) fn children(parent: u32) -> Vec<u32> {
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
             continue;
         };
-        let ppid = after.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+            out.push((pid, ppid));
         }
     }
     out.sort_unstable();
     out
+}
+
+/// Direct children of `parent`, found by scanning /proc/*/stat.
+pub(crate) fn children(parent: u32) -> Vec<u32> {
+    parents()
+        .into_iter()
+        .filter(|&(_, ppid)| ppid == parent)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every process below `root`: its children, their children, and so on.
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
+    let all = parents();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|&&(_, pp)| pp == p).map(|&(pid, _)| pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Peak resident memory of a process so far (VmHWM), in KiB.
+pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
+    status_field(pid, "VmHWM:")
+}
+
+/// Proportional set size (Pss, KiB, from /proc/PID/smaps_rollup): each
+/// shared page counted in equal parts to the processes sharing it, so the
+/// sum over processes is the memory they use together.
+pub(crate) fn pss_kb(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn status_field(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The executable a process runs.

@@ -93,11 +93,11 @@ fn ms(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.decimals$}"))
 }
 
-fn mib(kb: u64) -> f64 {
+pub(crate) fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
