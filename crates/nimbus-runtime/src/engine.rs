@@ -406,32 +406,39 @@ impl Engine {
     }
 
     /// Reserves `f`'s memory for a new environment. If it does not fit,
-    /// least recently used idle environments (of any function) are killed
-    /// and their shares awaited; if busy ones hold the budget, the
-    /// invocation is throttled.
+    /// the rest is claimed from environments on their way out, least
+    /// recently used idle ones (of any function) killed for it, and their
+    /// shares awaited; if busy ones hold the budget, the invocation is
+    /// throttled.
     async fn reserve_memory(&self, f: &FunctionHandle) -> LambdaResult<Reservation<Env>> {
         let mb = u64::from(f.memory_mb);
         if let Some(share) = self.budget.try_reserve(mb) {
             return Ok(share);
         }
-        let deadline = tokio::time::Instant::now() + EVICTION_WAIT;
-        loop {
-            let released = self.budget.released();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            match self.make_room(mb) {
-                Plan::Reserved(share) => return Ok(share),
-                Plan::Full => return Err(self.budget_full(mb)),
-                Plan::Evict(_) | Plan::Wait => {}
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return Err(self.budget_full(mb));
-            }
+        let mut share = match self.make_room(mb) {
+            Plan::Reserved(share) | Plan::Evict(share, _) => share,
+            Plan::Full => return Err(self.budget_full(mb)),
+        };
+        if tokio::time::timeout(EVICTION_WAIT, share.ready())
+            .await
+            .is_err()
+        {
+            // Dropped, the share gives back what it holds.
+            return Err(LambdaError::TooManyRequests {
+                message: format!(
+                    "Rate Exceeded. Execution environments stopped to make room in this node's memory budget did not end within {} seconds.",
+                    EVICTION_WAIT.as_secs()
+                ),
+                reason: "ConcurrentInvocationLimitExceeded",
+                retry_after_s: 1,
+            });
         }
+        Ok(share)
     }
 
     /// One look at every idle environment, all pools locked at once so the
-    /// view is consistent: reserve, or evict and let the caller wait.
+    /// view is consistent: reserve, killing the environments the plan
+    /// claims from the idle ones.
     fn make_room(&self, mb: u64) -> Plan<Env> {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let pools: Vec<&Arc<Pool>> = pools.values().collect();
@@ -451,7 +458,7 @@ impl Engine {
             .collect();
         let view: Vec<(Instant, &Arc<Env>)> = candidates.iter().map(|(t, e)| (*t, e)).collect();
         let plan = self.budget.plan(mb, &view);
-        if let Plan::Evict(picked) = &plan {
+        if let Plan::Evict(_, picked) = &plan {
             for &i in picked {
                 let victim = &candidates[i].1;
                 for envs in idle.iter_mut() {
