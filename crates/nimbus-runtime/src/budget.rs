@@ -61,7 +61,9 @@ struct State<T> {
     /// Shares held by environments and by reservations, claimed parts
     /// included (until they pass from the one to the other).
     reserved_mb: u64,
-    /// Reservations, attached to an environment or not yet.
+    /// Environments holding a share, and reservations whose share is
+    /// whole (a claimant still waiting for claimed shares is not counted:
+    /// it has no process yet, its victims still do).
     count: u64,
     /// Environments holding a share, by the address of their allocation
     /// (which the `Weak` keeps from being reused until the entry goes).
@@ -198,7 +200,9 @@ impl<T: Tenant> MemoryBudget<T> {
         }
         let want = mb - free;
         st.reserved_mb += free;
-        st.count += 1;
+        if want == 0 {
+            st.count += 1;
+        }
         let mut r = Reservation {
             budget: Some(self.clone()),
             mb,
@@ -262,12 +266,14 @@ impl<T: Tenant> MemoryBudget<T> {
         if let Some(c) = t.claimed_by.and_then(|id| st.claims.get_mut(&id)) {
             let passed = t.mb.min(c.missing);
             c.missing -= passed;
-            if c.missing == 0
-                && let Some(done) = c.done.take()
-            {
+            let whole = c.missing == 0 && passed > 0;
+            if whole && let Some(done) = c.done.take() {
                 let _ = done.send(());
             }
             st.reserved_mb += passed;
+            if whole {
+                st.count += 1;
+            }
         }
         // The `Weak` (maybe the last reference to the allocation) is dropped
         // outside the lock.
@@ -283,7 +289,9 @@ impl<T: Tenant> MemoryBudget<T> {
             .and_then(|id| st.claims.remove(&id))
             .map_or(0, |c| c.missing);
         st.reserved_mb -= mb - missing;
-        st.count -= 1;
+        if missing == 0 {
+            st.count -= 1;
+        }
         if let Some(id) = claim {
             for t in st.tenants.values_mut() {
                 if t.claimed_by == Some(id) {
@@ -297,7 +305,7 @@ impl<T: Tenant> MemoryBudget<T> {
         self.lock().claims.remove(&id);
     }
 
-    /// Live environments (reservations), reserved MB, and evictions.
+    /// Live environments, reserved MB, and evictions.
     pub(crate) fn figures(&self) -> (u64, u64, u64) {
         let st = self.lock();
         (
@@ -422,7 +430,11 @@ mod tests {
         assert_eq!(v, [0]);
         a.0.store(true, Ordering::Relaxed);
         assert!(!ready_now(&mut r), "a is not gone yet");
-        assert_eq!(b.figures(), (3, 256, 1), "never over the budget");
+        assert_eq!(
+            b.figures(),
+            (2, 256, 1),
+            "never over the budget, and the claimant is no environment yet"
+        );
         b.release(ka);
         assert!(b.try_reserve(1).is_none(), "a's share went to the claimant");
         assert!(ready_now(&mut r));
@@ -466,7 +478,7 @@ mod tests {
         };
         assert_eq!(v.len(), 2);
         b.release(ka);
-        assert_eq!(b.figures(), (3, 384, 2), "a's share passed to the claimant");
+        assert_eq!(b.figures(), (2, 384, 2), "a's share passed to the claimant");
         drop(r);
         assert_eq!(b.figures(), (2, 256, 2));
         b.release(kc);
