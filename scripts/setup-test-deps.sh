@@ -5,7 +5,8 @@
 # Needed: python3 with pytest, pytest-timeout and boto3; the AWS CLI (v1,
 # `aws`); curl (a provided.al2023 test speaks the Runtime API with it; the test
 # falls back to python when curl is missing, but the suite is meant to run
-# both); node (the nodejs runtime tests).
+# both); node (the nodejs runtime tests); as root, nft and ip (sandbox egress
+# and its tests).
 #
 # Debian 12 machines of this kind have a pyenv Python with boto3 and awscli;
 # on a bare Debian 12 the system python3 is "externally managed" (PEP 668),
@@ -78,6 +79,12 @@ fi
 
 command -v curl >/dev/null || apt_install curl
 command -v node >/dev/null || apt_install nodejs
+# Jailed functions' egress: the server installs its firewall with nft; the
+# network tests build a "remote host" namespace with ip. Root only (CI is).
+if [ "$(id -u)" -eq 0 ]; then
+    command -v nft >/dev/null || [ -x /usr/sbin/nft ] || apt_install nftables
+    command -v ip >/dev/null || [ -x /usr/sbin/ip ] || apt_install iproute2
+fi
 
 # Sanity check: everything imports now.
 "$PY" -c 'import pytest, pytest_timeout, boto3' >/dev/null

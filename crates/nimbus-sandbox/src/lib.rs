@@ -7,6 +7,8 @@
 //!   the function's code, a private size-limited `/tmp`, a cgroup
 //!   ([`cgroup`]) enforcing memory, CPU and pids, an unprivileged uid, no
 //!   new privileges and a seccomp filter.
+//!   With egress (the default), a veth pair to the host ([`netpool`]);
+//!   without, only loopback.
 //! - **Plain process** ([`Sandbox::spawn`]): for unprivileged development; a
 //!   child process in its own session, nothing more.
 //!
@@ -19,6 +21,8 @@
 
 pub mod cgroup;
 pub mod jail;
+mod netlink;
+pub mod netpool;
 
 use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -36,6 +40,7 @@ use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 
 use crate::jail::{JailConfig, JailSpec, Message};
+use crate::netpool::NetLease;
 
 /// What to run in a new sandbox.
 #[derive(Debug, Clone)]
@@ -55,6 +60,9 @@ pub struct Sandbox {
     /// The jail's control socket (jailed mode only).
     control: Option<OwnedFd>,
     exec_error: Option<io::Error>,
+    /// The jail's veth pair and address (jailed mode with egress); after
+    /// `child` in drop order, so the pair goes once the process is killed.
+    net: Option<NetLease>,
 }
 
 /// The read end of the sandbox's merged stdout/stderr pipe.
@@ -110,6 +118,7 @@ impl Sandbox {
             listen: jail.listen.clone(),
             cgroup_procs: jail.cgroup_procs.clone(),
             nofile: jail.nofile,
+            network: jail.network.is_some(),
         };
         let bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
         if bytes.len() > jail::MAX_MESSAGE {
@@ -139,6 +148,24 @@ impl Sandbox {
                     "unexpected message from the sandbox: {other:?}"
                 )));
             }
+        }
+        if let Some(pool) = &jail.network {
+            // The jail builds its root meanwhile and waits for this.
+            let lease = pool.attach(sandbox.pid)?;
+            let net = jail::Network {
+                address: lease.address(),
+                prefix_len: 30,
+                gateway: lease.gateway(),
+            };
+            sandbox.net = Some(lease);
+            let bytes = serde_json::to_vec(&net).map_err(io::Error::other)?;
+            sendmsg::<()>(
+                ours.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &[],
+                MsgFlags::empty(),
+                None,
+            )?;
         }
         sandbox.control = Some(ours);
         let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
@@ -174,6 +201,21 @@ impl Sandbox {
     /// jail's monitor).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The sandbox's own address on its `eth0` (jailed with egress).
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.net.as_ref().map(NetLease::address)
+    }
+
+    /// Takes the sandbox's `eth0` away (a sandbox prepared with egress,
+    /// assigned to a function without): when this returns, only loopback
+    /// is left.
+    pub fn remove_network(&mut self) -> io::Result<()> {
+        match self.net.take() {
+            Some(lease) => lease.delete_now(),
+            None => Ok(()),
+        }
     }
 
     /// Kills every process of the sandbox. Idempotent.
@@ -281,6 +323,7 @@ fn start(
             pid,
             control: None,
             exec_error: None,
+            net: None,
         },
         output,
     ))

@@ -62,6 +62,7 @@ fn jail(f: &Fixture, listen: Vec<u16>) -> JailSpec {
         listen,
         cgroup_procs: Vec::new(),
         nofile: 1024,
+        network: None,
     }
 }
 

@@ -7,8 +7,9 @@
 //! 1. the **monitor**, started by the server with the control socket on
 //!    fd 3: it joins the sandbox's cgroup, unshares the mount, PID, IPC, UTS
 //!    and network namespaces, brings up loopback, binds the listeners the
-//!    server asked for and hands them back, builds the root filesystem, then
-//!    forks and waits;
+//!    server asked for and hands them back, builds the root filesystem,
+//!    configures `eth0` once the server has added it (jails with egress),
+//!    then forks and waits;
 //! 2. **init**, PID 1 of the new PID namespace: it mounts `/proc`, pivots
 //!    into the new root, makes it read-only, starts the runtime and reaps
 //!    every orphan until the runtime exits, then reports its wait status to
@@ -34,7 +35,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, sendmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
-use super::{ASSIGN_FD, Assignment, CONTROL_FD, JailConfig, Message};
+use super::{ASSIGN_FD, Assignment, CONTROL_FD, JailConfig, Message, Network};
 
 /// Where a prepared sandbox holds the code root until it is assigned.
 const CODE_HOLD: &str = "/.nimbus/code";
@@ -126,6 +127,11 @@ fn monitor(ctl: &OwnedFd) -> Result<i32, StepError> {
         step: format!("compiling the seccomp filter: {e}"),
         errno: Errno::EINVAL,
     })?;
+    if cfg.network {
+        // The server adds eth0 while the root was being built.
+        let net: Network = receive(ctl, "the network configuration")?;
+        super::net::uplink_up(&net).step(|| "configuring eth0".into())?;
+    }
     // SAFETY: this process is single-threaded (the helper never starts a
     // thread), so the child may do anything the parent could.
     match unsafe { nix::unistd::fork() }.step(|| "fork".into())? {

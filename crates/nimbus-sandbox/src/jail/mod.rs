@@ -9,12 +9,18 @@
 //! (the Runtime API and the nimbus endpoint are served on them, so only
 //! that sandbox can reach them), then whether the runtime could be executed
 //! and finally the runtime's wait status. See `inside.rs` for the layers.
+//!
+//! A jail with egress ([`JailSpec::network`]) waits, after `Listening`, for
+//! the server to add its `eth0` ([`crate::netpool`]) and send a [`Network`]
+//! message, configures the interface and only then starts the runtime.
 
 mod inside;
 mod net;
 mod seccomp;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +74,9 @@ pub struct JailSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// `RLIMIT_NOFILE` of the runtime.
     pub nofile: u64,
+    /// Where the sandbox's egress comes from; `None` leaves it only
+    /// loopback (the `nimbus:network=none` tag).
+    pub network: Option<Arc<crate::netpool::NetPool>>,
 }
 
 /// What the helper is told (the serialized form of a [`JailSpec`] and the
@@ -90,6 +99,17 @@ pub(crate) struct JailConfig {
     pub(crate) listen: Vec<u16>,
     pub(crate) cgroup_procs: Vec<PathBuf>,
     pub(crate) nofile: u64,
+    /// Whether to wait for a [`Network`] message before starting the
+    /// runtime.
+    pub(crate) network: bool,
+}
+
+/// What the server tells a jail with egress once its `eth0` exists.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Network {
+    pub(crate) address: Ipv4Addr,
+    pub(crate) prefix_len: u8,
+    pub(crate) gateway: Ipv4Addr,
 }
 
 /// What the helper tells the server.

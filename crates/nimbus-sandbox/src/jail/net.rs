@@ -1,8 +1,9 @@
-//! The sandbox's network namespace starts with `lo` down; this brings it
-//! up so the runtime can reach the listeners nimbus serves inside it.
-//!
-//! Written by hand: one `SIOCSIFFLAGS` ioctl does it, where a netlink crate
-//! would add a dependency and an async runtime to a single-threaded helper.
+//! The sandbox's network namespace starts with `lo` down; [`loopback_up`]
+//! brings it up so the runtime can reach the listeners nimbus serves inside
+//! it (one `SIOCSIFFLAGS` ioctl). A sandbox with egress also gets an
+//! `eth0` from the server ([`crate::netpool`]), which [`uplink_up`]
+//! addresses, brings up and routes through (netlink, from inside the
+//! namespace).
 
 use std::os::fd::AsRawFd;
 
@@ -30,4 +31,22 @@ pub(crate) fn loopback_up() -> nix::Result<()> {
         return Err(Errno::last());
     }
     Ok(())
+}
+
+/// Configures `eth0` as the server said: its address, up, and the default
+/// route via the host end of the pair. An `eth0` the server took away
+/// meanwhile ([`crate::Sandbox::remove_network`]) is no error: the sandbox
+/// is left with loopback.
+pub(crate) fn uplink_up(net: &super::Network) -> std::io::Result<()> {
+    let configure = || -> std::io::Result<()> {
+        let index = nix::net::if_::if_nametoindex("eth0")?;
+        let mut nl = crate::netlink::Netlink::open()?;
+        nl.add_address(index, net.address, net.prefix_len)?;
+        nl.set_up(index)?;
+        nl.add_default_route(index, net.gateway)
+    };
+    match configure() {
+        Err(_) if nix::net::if_::if_nametoindex("eth0").is_err() => Ok(()),
+        other => other,
+    }
 }
