@@ -45,11 +45,10 @@ impl Netlink {
 
     /// Creates the veth pair `name` (in this namespace, up) and `peer`
     /// (moved into the network namespace of process `peer_pid`), both with
-    /// `mtu`, the host end labelled with `alias`.
+    /// `mtu`.
     pub(crate) fn add_veth(
         &mut self,
         name: &str,
-        alias: &str,
         peer: &str,
         peer_pid: u32,
         mtu: u32,
@@ -65,7 +64,6 @@ impl Netlink {
         link.header.change_mask = LinkFlags::Up;
         link.attributes = vec![
             LinkAttribute::IfName(name.into()),
-            LinkAttribute::IfAlias(alias.into()),
             LinkAttribute::Mtu(mtu),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
@@ -83,6 +81,15 @@ impl Netlink {
         let mut link = LinkMessage::default();
         link.attributes = vec![LinkAttribute::IfName(name.into())];
         self.request(RouteNetlinkMessage::DelLink(link), 0)
+    }
+
+    /// Labels the link `index` with `alias` (the kernel ignores an alias
+    /// given when a link is created).
+    pub(crate) fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes = vec![LinkAttribute::IfAlias(alias.into())];
+        self.request(RouteNetlinkMessage::SetLink(link), 0)
     }
 
     /// Brings the link with index `index` up.

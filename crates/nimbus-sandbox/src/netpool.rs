@@ -28,7 +28,8 @@
 //!
 //! [`NetPool::attach`] runs on every cold start, after the jail has made
 //! its namespace: one netlink request creates the pair with the peer
-//! already in the sandbox, a second gives the host end its address. The
+//! already in the sandbox, two more label the host end (its alias names
+//! the server) and give it its address. The
 //! [`NetLease`] deletes the pair (if the namespace's end did not already
 //! take it) and returns the /30 when the sandbox ends.
 
@@ -198,7 +199,7 @@ impl NetPool {
                     io::Error::other(format!("every address of {} is in use", self.subnet))
                 })?;
             let name = link_name(self.subnet, slot);
-            match nl.add_veth(&name, &self.owner, PEER_NAME, pid, self.mtu) {
+            match nl.add_veth(&name, PEER_NAME, pid, self.mtu) {
                 Ok(()) => {}
                 // Another server sharing the subnet holds this /30.
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -220,6 +221,7 @@ impl NetPool {
             };
             // Dropping `lease` on an error below deletes the pair.
             let index = nix::net::if_::if_nametoindex(name.as_str())?;
+            nl.set_alias(index, &self.owner)?;
             nl.add_address(index, lease.gateway(), 30)
                 .map_err(|e| io::Error::new(e.kind(), format!("addressing the veth: {e}")))?;
             return Ok(lease);

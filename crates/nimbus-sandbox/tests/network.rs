@@ -280,6 +280,27 @@ async fn a_prepared_sandbox_can_lose_its_egress() {
     assert!(!text.contains("eth0"), "{text}");
 }
 
+#[tokio::test]
+async fn a_restart_removes_the_links_of_the_previous_run() {
+    if !privileged() {
+        return;
+    }
+    let f = fixture();
+    let subnet: Subnet = "10.215.1.0/24".parse().unwrap();
+    let owner = format!("test-restart-{}", std::process::id());
+    let pool = NetPool::setup(subnet, &owner).unwrap();
+    let (sb, _out, _) =
+        Sandbox::spawn_jailed(&program(&["/bin/sleep", "10"]), &jail(&f, Some(pool))).unwrap();
+    let address = sb.address().unwrap();
+    let link = format!("nb{:08x}", u32::from(address) - 1);
+    assert!(link_exists(&link));
+    let alias = std::fs::read_to_string(format!("/sys/class/net/{link}/ifalias")).unwrap();
+    assert_eq!(alias.trim_end(), format!("nimbus {owner}"));
+    // The same server starting again finds a link it does not know of.
+    let _again = NetPool::setup(subnet, &owner).unwrap();
+    assert!(!link_exists(&link), "{link} survived the restart");
+}
+
 /// What egress adds to starting a jail: `cargo test -p nimbus-sandbox
 /// --test network -- --ignored --nocapture` (as root).
 #[tokio::test]
