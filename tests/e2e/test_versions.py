@@ -83,6 +83,32 @@ def test_a_version_keeps_its_code_and_configuration(lam, functions):
     assert invoke(lam, name, Qualifier="2", tail=False)[1]["code"] == "new"
 
 
+def test_list_functions_with_all_versions(lam, functions):
+    name = unique("vall")
+    functions.create(tagged("a"), name=name, Publish=True)
+    lam.update_function_code(FunctionName=name, ZipFile=tagged("b"), Publish=True)
+    pages = lam.get_paginator("list_functions").paginate(
+        FunctionVersion="ALL", PaginationConfig={"PageSize": 1})
+    mine = [f["Version"] for p in pages for f in p["Functions"] if f["FunctionName"] == name]
+    assert mine == ["$LATEST", "1", "2"]
+    plain = [f["Version"] for p in lam.get_paginator("list_functions").paginate()
+             for f in p["Functions"] if f["FunctionName"] == name]
+    assert plain == ["$LATEST"]
+
+
+def test_resource_policies_are_the_functions(lam, functions):
+    name = unique("vpol")
+    functions.create(tagged("a"), name=name, Publish=True)
+    with pytest.raises(ClientError) as e:
+        lam.add_permission(FunctionName=name, Qualifier="1", StatementId="s",
+                           Action="lambda:InvokeFunction", Principal="s3.amazonaws.com")
+    assert error_code(e) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        lam.add_permission(FunctionName=name, Qualifier="7", StatementId="s",
+                           Action="lambda:InvokeFunction", Principal="s3.amazonaws.com")
+    assert error_code(e) == "ResourceNotFoundException"
+
+
 def test_versions_are_deleted_one_by_one(lam, functions):
     name = unique("vdel")
     functions.create(tagged("a"), name=name, Publish=True)

@@ -428,27 +428,48 @@ impl LambdaService {
         Ok(spec)
     }
 
-    /// ListFunctions: up to `max_items` functions after `marker` (the name
-    /// of the last function of the previous page), ordered by name, and the
-    /// marker of the next page.
+    /// ListFunctions: up to `max_items` functions after `marker` (the
+    /// name of the last function of the previous page), ordered by name,
+    /// and the marker of the next page. With `all_versions`
+    /// (`FunctionVersion=ALL`) each function's published versions follow
+    /// its `$LATEST`, and a marker may be `name:version`.
     pub fn list_functions(
         &self,
         marker: Option<&str>,
         max_items: usize,
+        all_versions: bool,
     ) -> LambdaResult<(Vec<FunctionSpec>, Option<String>)> {
+        let after = marker.map(|m| match m.rsplit_once(':') {
+            Some((name, n)) => (name, n.parse::<u32>().unwrap_or(u32::MAX)),
+            None => (m, 0),
+        });
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<&String> = live
-            .keys()
-            .filter(|n| marker.is_none_or(|m| n.as_str() > m))
-            .collect();
-        names.sort();
-        let page: Vec<FunctionSpec> = names
+        let mut entries: Vec<(&str, u32, &FunctionSpec)> = Vec::new();
+        for l in live.values() {
+            entries.push((&l.spec.name, 0, &l.spec));
+            if all_versions {
+                entries.extend(
+                    l.spec
+                        .versions
+                        .iter()
+                        .filter_map(|v| Some((l.spec.name.as_str(), v.version?, v))),
+                );
+            }
+        }
+        entries.retain(|(name, n, _)| after.is_none_or(|a| (*name, *n) > a));
+        entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let page: Vec<FunctionSpec> = entries
             .iter()
             .take(max_items)
-            .map(|n| live[*n].spec.clone())
+            .map(|(_, _, s)| (*s).clone())
             .collect();
-        let next = (names.len() > max_items)
-            .then(|| page.last().map(|s| s.name.clone()))
+        let next = (entries.len() > max_items)
+            .then(|| {
+                entries.get(max_items - 1).map(|(name, n, _)| match n {
+                    0 => name.to_string(),
+                    n => format!("{name}:{n}"),
+                })
+            })
             .flatten();
         Ok((page, next))
     }

@@ -67,17 +67,24 @@ fn validate(p: &Permission) -> LambdaResult<()> {
     Ok(())
 }
 
-fn no_qualifier(f: &FunctionRef) -> LambdaResult<FunctionRef> {
-    match f.qualifier.as_deref() {
-        None | Some("$LATEST") => Ok(FunctionRef {
-            name: f.name.clone(),
-            qualifier: None,
-        }),
-        Some(_) => Err(LambdaError::ResourceNotFound(format!(
-            "Function not found: {}:{}",
-            f.name,
-            f.qualifier.as_deref().unwrap_or_default()
-        ))),
+impl LambdaService {
+    /// The function whose policy a request names: the policy is the
+    /// function's; versions and aliases have none of their own yet.
+    fn no_qualifier(&self, f: &FunctionRef) -> LambdaResult<FunctionRef> {
+        match f.qualifier.as_deref() {
+            None | Some("$LATEST") => Ok(FunctionRef {
+                name: f.name.clone(),
+                qualifier: None,
+            }),
+            Some(q) => {
+                self.resolve(f)?;
+                Err(LambdaError::InvalidParameterValue(format!(
+                    "Resource-based policies of versions and aliases are not supported by nimbus yet; \
+                     to let others invoke {}, grant lambda:InvokeFunction on it in their identity policies",
+                    self.identity.qualified_arn(&f.name, q)
+                )))
+            }
+        }
     }
 }
 
@@ -90,7 +97,7 @@ impl LambdaService {
         revision_id: Option<&str>,
     ) -> LambdaResult<String> {
         validate(&p)?;
-        let f = no_qualifier(f)?;
+        let f = self.no_qualifier(f)?;
         let _w = self.write_guard();
         let mut spec = self.live(&f)?.spec.clone();
         Self::check_revision(&spec, revision_id)?;
@@ -112,7 +119,7 @@ impl LambdaService {
 
     /// GetPolicy: the resource-based policy and the function's revision.
     pub fn function_policy(&self, f: &FunctionRef) -> LambdaResult<(String, String)> {
-        let f = no_qualifier(f)?;
+        let f = self.no_qualifier(f)?;
         let live = self.live(&f)?;
         self.policy_document(&live.spec.name)
             .map(|doc| (doc, live.spec.revision_id.clone()))
@@ -128,7 +135,7 @@ impl LambdaService {
         sid: &str,
         revision_id: Option<&str>,
     ) -> LambdaResult<()> {
-        let f = no_qualifier(f)?;
+        let f = self.no_qualifier(f)?;
         let _w = self.write_guard();
         let mut spec = self.live(&f)?.spec.clone();
         Self::check_revision(&spec, revision_id)?;

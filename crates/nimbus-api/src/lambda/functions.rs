@@ -35,6 +35,8 @@ pub(crate) struct ListQuery {
     marker: Option<String>,
     #[serde(rename = "MaxItems")]
     max_items: Option<String>,
+    #[serde(rename = "FunctionVersion")]
+    function_version: Option<String>,
 }
 
 /// Runs a control-plane call (SQLite writes, zip unpacking) off the async
@@ -213,8 +215,20 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response> {
     let max = max_items(q.max_items.as_deref(), 50, 10_000)?;
+    let all_versions = match q.function_version.as_deref() {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            return Err(ApiError(LambdaError::Validation(format!(
+                "1 validation error detected: Value '{other}' at 'functionVersion' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [ALL]"
+            ))));
+        }
+    };
     let marker = q.marker.filter(|m| !m.is_empty());
-    let (page, next) = state.lambda.list_functions(marker.as_deref(), max)?;
+    let (page, next) = state
+        .lambda
+        .list_functions(marker.as_deref(), max, all_versions)?;
     let id = state.lambda.identity();
     let mut body =
         json!({"Functions": page.iter().map(|s| shapes::configuration(s, id)).collect::<Vec<_>>()});
