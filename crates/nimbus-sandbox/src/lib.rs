@@ -309,10 +309,10 @@ fn start(
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
-    // The child holds its copies of the write end; dropping `cmd` drops
-    // ours, so the pipe reports EOF once every process in it has exited.
-    drop(cmd);
+    // The child holds its copies of the write end; `cmd` (with ours) is
+    // dropped once it has spawned, so the pipe reports EOF once every
+    // process in it has exited.
+    let child = spawn_from_lasting_thread(cmd)?;
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
@@ -327,6 +327,43 @@ fn start(
         },
         output,
     ))
+}
+
+/// Spawns `cmd` (then drops it) on a thread that lives as long as the
+/// process.
+///
+/// The parent-death signal `start` sets is sent when the *thread* that
+/// forked the child exits, not the whole process (prctl(2)). Sandboxes are
+/// started from tokio's blocking pool, whose threads exit after 10 s
+/// without work: spawned there, a sandbox was SIGKILLed 10 s after its
+/// spawning thread last had work, in the middle of a long invocation or
+/// while idle and warm.
+fn spawn_from_lasting_thread(cmd: tokio::process::Command) -> io::Result<tokio::process::Child> {
+    type Reply = std::sync::mpsc::SyncSender<io::Result<tokio::process::Child>>;
+    type Job = (tokio::process::Command, tokio::runtime::Handle, Reply);
+    static SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
+    let gone = || io::Error::other("the sandbox spawner thread is gone");
+    // tokio registers the child with the runtime it is spawned in.
+    let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        // If the thread cannot start, `queue` is dropped and every send
+        // below fails.
+        let _ = std::thread::Builder::new()
+            .name("nimbus-sandbox-spawner".into())
+            .spawn(move || {
+                for (mut cmd, handle, reply) in queue {
+                    let _runtime = handle.enter();
+                    let child = cmd.spawn();
+                    drop(cmd);
+                    let _ = reply.send(child);
+                }
+            });
+        jobs
+    });
+    let (reply, result) = std::sync::mpsc::sync_channel(1);
+    spawner.send((cmd, handle, reply)).map_err(|_| gone())?;
+    result.recv().map_err(|_| gone())?
 }
 
 fn set_receive_timeout(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
