@@ -7,6 +7,8 @@ disk filler, a CPU spinner (and idle background threads), a function
 reading /proc, one going after the data directory, one sending signals and
 calling the syscalls the seccomp filter refuses, one probing the network;
 and the plain-process mode, which still works and is visibly not a jail.
+One more checks the other side of containment: an environment is not
+killed while its function still needs it.
 A handler that hangs past its Timeout is `test_runtime_python.py`'s
 `test_timeout`.
 
@@ -19,6 +21,7 @@ NIMBUS_PRIVILEGED_TESTS=1, which scripts/test.sh sets when root (CI is).
 """
 
 import base64
+import hashlib
 import json
 import os
 import platform
@@ -105,8 +108,14 @@ def op_forkbomb(event, context):
             "visible": len(visible_pids())}
 
 
+def op_sleep(event, context):
+    time.sleep(event["seconds"])
+    return {"slept": event["seconds"], "env": context.log_stream_name}
+
+
 def op_count(event, context):
-    return {"visible": len(visible_pids()), "env": context.log_stream_name}
+    return {"visible": len(visible_pids()), "env": context.log_stream_name,
+            "pidns": os.readlink("/proc/self/ns/pid")}
 
 
 def op_fill(event, context):
@@ -308,7 +317,7 @@ def op_signals(event, context):
 def op_net(event, context):
     def connect(host, port):
         def go():
-            socket.create_connection((host, port), timeout=3).close()
+            socket.create_connection((host, port), timeout=1.5).close()
         return attempt(go)
     out = {"targets": {f"{h}:{p}": connect(h, p) for h, p in event["targets"]}}
 
@@ -391,16 +400,14 @@ def test_memory_hog_is_killed_at_its_memory_size(lam, functions, bystander, cli)
 # Processes
 # ---------------------------------------------------------------------------
 
-def host_processes_of(stream):
-    """Host pids whose environment names this log stream (every process of
-    an execution environment inherits it)."""
-    needle = f"AWS_LAMBDA_LOG_STREAM_NAME={stream}".encode()
+def host_processes_in(pidns):
+    """Host pids of the processes in this PID namespace (`pid:[inode]`, as
+    /proc/self/ns/pid reads inside it), zombies included."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(pid))
+            if os.readlink(f"/proc/{pid}/ns/pid") == pidns:
+                found.append(int(pid))
         except OSError:
             continue
     return found
@@ -430,14 +437,36 @@ def test_fork_bomb_is_contained(lam, functions, bystander, server):
     resp, count, _ = invoke(lam, name, {"op": "count"})
     assert "FunctionError" not in resp, count
     assert count["visible"] == body["visible"]
-    assert len(host_processes_of(count["env"])) >= body["forked"]
+    # What it sees is what there is: the host finds the same processes.
+    assert len(host_processes_in(count["pidns"])) == count["visible"]
     still_works(lam, name, bystander, cold=False)
 
     # Retiring the environment (a configuration change) takes them all.
     lam.update_function_configuration(FunctionName=name, Description="retired")
-    wait_for(lambda: not host_processes_of(count["env"]), timeout=15,
+    wait_for(lambda: not host_processes_in(count["pidns"]), timeout=20,
              what="the fork bomb's processes to be killed with their environment")
     still_works(lam, name, bystander, cold=True)
+
+
+def test_an_environment_lives_as_long_as_its_function_needs(lam, functions, bystander):
+    """Containment must not cut a healthy function short: a 12 s
+    invocation runs to its end and its environment stays warm.
+
+    (Regression: the jail's helper is started with PR_SET_PDEATHSIG, which
+    the kernel fires when the *thread* that forked it exits. Started from
+    tokio's blocking pool, whose threads exit after 10 s without work, an
+    environment was SIGKILLed about 10 s after its cold start, busy or idle:
+    Runtime.ExitError "Runtime exited with error: signal: killed".)"""
+    name = unique("long")
+    functions.create(handler_zip(), name=name, Timeout=30)
+    resp, body, log = invoke(lam, name, {"op": "sleep", "seconds": 12})
+    assert "FunctionError" not in resp, body
+    assert body["slept"] == 12
+    assert float(report(log)["duration"]) >= 12000
+    resp, again, log = invoke(lam, name, {"op": "sleep", "seconds": 0})
+    assert "FunctionError" not in resp, again
+    assert again["env"] == body["env"] and report(log)["init"] is None
+    still_works(lam, name, bystander, cold=False)
 
 
 # ---------------------------------------------------------------------------
@@ -508,25 +537,51 @@ def test_disk_filler_with_default_sizes_runs_out_of_memory_first(lam, functions,
 # CPU
 # ---------------------------------------------------------------------------
 
+def host_cpu_share(seconds=0.5, threads=2):
+    """CPU per wall second that two unconfined hashing threads of this test
+    process get right now (2.0 on an idle two-core host, less when others
+    keep its cores busy): what a function could get without its limit."""
+    stop = time.monotonic() + seconds
+    data = b"x" * (256 << 10)
+
+    def burn():
+        while time.monotonic() < stop:
+            hashlib.sha256(data).digest()
+
+    w0, c0 = time.monotonic(), time.process_time()
+    workers = [threading.Thread(target=burn) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return (time.process_time() - c0) / (time.monotonic() - w0)
+
+
 def test_cpu_share_follows_memory_size(lam, functions, bystander):
     """Lambda gives a function CPU in proportion to its memory, one vCPU at
     1769 MB. Two threads hashing for 1 s of wall time (they could use both
     of this host's cores): at 128 MB they get about 128/1769 = 7% of one
-    CPU, at 1769 MB about one CPU and not more (less when other work
-    keeps this host's cores busy: that bound is loose)."""
+    CPU, at 1769 MB about one CPU and never more. Other work on the host
+    lowers what the 1769 MB function gets, so that lower bound is set
+    against what unconfined threads get just before and after."""
     small, full = unique("cpu-128"), unique("cpu-1769")
     functions.create(handler_zip(), name=small, MemorySize=128, Timeout=30)
     functions.create(handler_zip(), name=full, MemorySize=1769, Timeout=30)
     shares = {}
     for name in (small, full):
+        resp, body, _ = invoke(lam, name, {"op": "ping"})  # init (unthrottled) is over
+        assert "FunctionError" not in resp, body
+    host_before = host_cpu_share()
+    for name in (small, full):
         resp, body, _ = invoke(lam, name, {"op": "spin", "seconds": 1.0, "threads": 2})
         assert "FunctionError" not in resp, body
         shares[name] = body["cpu"] / body["wall"]
-    print(f"CPU per wall second: 128 MB {shares[small]:.3f}, 1769 MB {shares[full]:.3f}")
+    host = min(host_before, host_cpu_share())
+    print(f"CPU per wall second: 128 MB {shares[small]:.3f}, 1769 MB {shares[full]:.3f}, "
+          f"unconfined {host:.3f}")
     assert 0.01 <= shares[small] <= 0.15, shares
-    # ~1.0 on an idle host; other load on it can only lower it, never past 1.
     assert shares[full] <= 1.15, shares
-    assert shares[full] >= max(0.3, 4 * shares[small]), shares
+    assert shares[full] >= 0.5 * min(1.0, host), (shares, host)
     for name in (small, full):
         still_works(lam, name, bystander, cold=False)
 
@@ -736,6 +791,7 @@ def test_network_reaches_only_nimbus(lam, functions, bystander, server):
         resp, body, _ = invoke(lam, name, {"op": "net", "targets": targets,
                                            "abstract": abstract})
         assert "FunctionError" not in resp, body
+        print(f"network: {body['targets']}")
         for (host, p) in targets:
             got = body["targets"][f"{host}:{p}"]
             if host == addr:  # no route out of the sandbox (today: only `lo`)
