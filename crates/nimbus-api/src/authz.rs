@@ -157,6 +157,14 @@ fn lambda(
         (&M::DELETE, [_, "functions", name, "provisioned-concurrency"]) => {
             op("lambda:DeleteProvisionedConcurrencyConfig", qualified(name))
         }
+        (method, [_, "tags", arn]) => {
+            let action = match *method {
+                M::POST => "lambda:TagResource",
+                M::DELETE => "lambda:UntagResource",
+                _ => "lambda:ListTags",
+            };
+            op(action, function_arn(id, arn))
+        }
         (_, [_, "account-settings"]) => op("lambda:GetAccountSettings", "*"),
         _ => op("lambda:UnknownOperation", "*"),
     }

@@ -14,6 +14,7 @@ use nimbus_runtime::{
     Engine, EngineConfig, Isolation, JailSettings, RootCredentials, RuntimeCatalog,
 };
 use nimbus_sandbox::cgroup::CgroupRoot;
+use nimbus_sandbox::netpool::{NetPool, Subnet};
 use nimbus_store::{SqliteStore, Store};
 
 /// Flags of `nimbus serve`; each can also come from the environment.
@@ -89,6 +90,17 @@ pub(crate) struct ServeArgs {
     /// (jail when running as root, else process).
     #[arg(long, env = "NIMBUS_ISOLATION", value_enum, default_value_t = IsolationArg::Auto)]
     isolation: IsolationArg,
+    /// Where jailed functions' network egress gets its addresses: a /30 per
+    /// execution environment from this IPv4 subnet, masqueraded behind the
+    /// host (needs `nft`). `none`: no function reaches the network (only
+    /// the Runtime API and nimbus, on the jail's loopback).
+    #[arg(
+        long,
+        env = "NIMBUS_SANDBOX_SUBNET",
+        value_name = "CIDR|none",
+        default_value = nimbus_sandbox::netpool::DEFAULT_SUBNET
+    )]
+    sandbox_subnet: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,7 +111,7 @@ pub(crate) enum IsolationArg {
 }
 
 /// Chooses the isolation mode and prepares what jails need.
-fn isolation(arg: IsolationArg, data_dir: &Path, port: u16) -> Result<Isolation> {
+fn isolation(arg: IsolationArg, data_dir: &Path, port: u16, subnet: &str) -> Result<Isolation> {
     let root = nix::unistd::geteuid().is_root();
     let jail = match arg {
         IsolationArg::Process => false,
@@ -140,6 +152,29 @@ fn isolation(arg: IsolationArg, data_dir: &Path, port: u16) -> Result<Isolation>
             None
         }
     };
+    let network = match subnet {
+        "none" => {
+            tracing::info!(
+                "network egress is off (--sandbox-subnet none): jails get loopback only"
+            );
+            None
+        }
+        cidr => {
+            let subnet: Subnet = cidr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--sandbox-subnet: {e}"))?;
+            match NetPool::setup(subnet, &prefix) {
+                Ok(pool) => {
+                    tracing::info!(%subnet, "jails have network egress (masqueraded)");
+                    Some(pool)
+                }
+                Err(e) => {
+                    tracing::warn!("network egress unavailable ({e}): jails get loopback only");
+                    None
+                }
+            }
+        }
+    };
     tracing::info!("execution environments are jailed (namespaces, cgroups, seccomp, uid 993)");
     Ok(Isolation::Jail(JailSettings {
         helper,
@@ -147,6 +182,7 @@ fn isolation(arg: IsolationArg, data_dir: &Path, port: u16) -> Result<Isolation>
         root_dir,
         endpoint_port: port,
         cgroups,
+        network,
     }))
 }
 
@@ -334,7 +370,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     });
     let catalog = tokio::task::spawn_blocking(move || RuntimeCatalog::discover(&overrides)).await?;
     tracing::info!(runtimes = %catalog.available().join(", "), "runtimes found on this host");
-    let isolation = isolation(args.isolation, &data_dir, local.port())?;
+    let isolation = isolation(
+        args.isolation,
+        &data_dir,
+        local.port(),
+        &args.sandbox_subnet,
+    )?;
     let iam = {
         let (store, creds, account_id) = (
             store.clone(),

@@ -173,6 +173,26 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// The tag that sets a function's network (all its versions): `none` gives
+/// its execution environments loopback only (the Runtime API and the nimbus
+/// endpoint); `egress`, like no tag, lets them reach the network.
+pub const NETWORK_TAG: &str = "nimbus:network";
+
+/// Checks the tags nimbus itself reads.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> crate::LambdaResult<()> {
+    match tags.get(NETWORK_TAG).map(String::as_str) {
+        None | Some("none" | "egress") => Ok(()),
+        Some(other) => Err(crate::LambdaError::InvalidParameterValue(format!(
+            "The tag {NETWORK_TAG} must be none or egress, not {other:?}."
+        ))),
+    }
+}
+
+/// Whether a function with these tags gets network egress.
+pub fn egress_allowed(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(NETWORK_TAG).map(String::as_str) != Some("none")
+}
+
 impl FunctionSpec {
     /// Published version `n` of this `$LATEST`: the same code and
     /// configuration, frozen, with its own revision id and time. What

@@ -13,6 +13,7 @@ mod metering;
 mod permissions;
 mod retention;
 mod roles;
+mod tags;
 mod versions;
 
 pub use concurrency::ProvisionedConfig;
@@ -234,8 +235,9 @@ impl LambdaService {
         Ok(size)
     }
 
-    /// How the engine runs `spec` (`$LATEST` or a published version).
-    fn handle(&self, spec: &FunctionSpec) -> Arc<FunctionHandle> {
+    /// How the engine runs `spec` (`$LATEST` or a published version);
+    /// `tags` are the function's (`$LATEST`'s).
+    fn handle(&self, spec: &FunctionSpec, tags: &BTreeMap<String, String>) -> Arc<FunctionHandle> {
         Arc::new(FunctionHandle {
             name: spec.name.clone(),
             arn: match spec.version {
@@ -256,15 +258,16 @@ impl LambdaService {
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
             revision: spec.revision_id.clone(),
             version: spec.version_label(),
+            egress: nimbus_core::function::egress_allowed(tags),
         })
     }
 
     fn publish_live(&self, spec: FunctionSpec) {
-        let handle = self.handle(&spec);
+        let handle = self.handle(&spec, &spec.tags);
         let versions = spec
             .versions
             .iter()
-            .filter_map(|v| Some((v.version?, self.handle(v))))
+            .filter_map(|v| Some((v.version?, self.handle(v, &spec.tags))))
             .collect();
         let name = spec.name.clone();
         self.live.write().unwrap_or_else(|e| e.into_inner()).insert(
@@ -341,6 +344,7 @@ impl LambdaService {
         }
         let s = &cmd.settings;
         s.validate()?;
+        nimbus_core::function::validate_tags(&cmd.tags)?;
         if let Some(pt) = cmd.package_type.as_deref()
             && pt != "Zip"
         {

@@ -105,6 +105,9 @@ pub struct JailSettings {
     /// Where each jail gets its cgroup (memory, CPU and pids limits,
     /// freezing); `None` where cgroups are unavailable.
     pub cgroups: Option<Arc<CgroupRoot>>,
+    /// Where jails get network egress (a veth pair each); `None` leaves
+    /// every jail with loopback only.
+    pub network: Option<Arc<nimbus_sandbox::netpool::NetPool>>,
 }
 
 /// Serves nimbus's API on a listener bound inside a jail; the task is
@@ -144,6 +147,9 @@ pub struct FunctionHandle {
     /// `$LATEST` or a published version's number: each version has its
     /// own environments.
     pub version: String,
+    /// Whether its environments may reach the network (jailed mode); off
+    /// with the `nimbus:network=none` tag, leaving only loopback.
+    pub egress: bool,
 }
 
 impl FunctionHandle {

@@ -4,6 +4,7 @@ mod functions;
 mod invoke;
 mod permissions;
 mod shapes;
+mod tags;
 mod versions;
 
 use axum::Router;
@@ -80,6 +81,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/2014-11-13/functions/{name}/invoke-async/",
             post(invoke::invoke_async),
+        )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            post(tags::tag).get(tags::list).delete(tags::untag),
         )
         .route(
             "/2016-08-19/account-settings",
