@@ -3,7 +3,7 @@
 //!
 //! The server side ([`JailSpec`], used by [`crate::Sandbox::spawn_jailed`])
 //! starts a helper process (the `nimbus` binary itself, run as
-//! `nimbus __jail`, which calls [`main`]), sends it a [`JailConfig`] over a
+//! `nimbus __jail`, which calls [`main`]), sends it a `JailConfig` over a
 //! `SOCK_SEQPACKET` control socket and receives back, over the same socket,
 //! the TCP listeners the helper bound inside the sandbox's network namespace
 //! (the Runtime API and the nimbus endpoint are served on them, so only
@@ -11,7 +11,7 @@
 //! and finally the runtime's wait status. See `inside.rs` for the layers.
 //!
 //! A jail with egress ([`JailSpec::network`]) waits, after `Listening`, for
-//! the server to add its `eth0` ([`crate::netpool`]) and send a [`Network`]
+//! the server to add its `eth0` ([`crate::netpool`]) and send a `Network`
 //! message, configures the interface and only then starts the runtime.
 
 mod inside;
