@@ -550,7 +550,41 @@ class Runtime {
   }
 }
 
+/**
+ * A sandbox nimbus prepared ahead of demand starts this runtime before it
+ * knows its function: the function's environment arrives as one line of
+ * JSON on the descriptor NIMBUS_ASSIGN_FD names, once it is assigned (and
+ * its code is in place). Read synchronously: nothing else can happen first.
+ */
+function awaitAssignment() {
+  const fd = process.env.NIMBUS_ASSIGN_FD;
+  if (fd === undefined) return true;
+  delete process.env.NIMBUS_ASSIGN_FD;
+  const chunks = [];
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    let n;
+    try {
+      n = fs.readSync(Number(fd), buf, 0, buf.length, null);
+    } catch (e) {
+      if (e.code === 'EAGAIN') continue;
+      throw e;
+    }
+    if (n === 0) break;
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+  }
+  fs.closeSync(Number(fd));
+  const line = Buffer.concat(chunks).toString('utf8').trim();
+  if (!line) return false;
+  Object.assign(process.env, JSON.parse(line));
+  return true;
+}
+
 async function main() {
+  if (!awaitAssignment()) {
+    process.stderr.write('nimbus runtime: the sandbox was never assigned a function\n');
+    process.exit(1);
+  }
   patchConsole();
   const address = process.env.AWS_LAMBDA_RUNTIME_API;
   if (!address) fatal(new Error('AWS_LAMBDA_RUNTIME_API is not set'));

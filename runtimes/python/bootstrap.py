@@ -684,7 +684,27 @@ def _invoke(conn, handler, headers, body):
             _complain(path + 'response', status, answer)
 
 
+def _await_assignment():
+    """A sandbox nimbus prepared ahead of demand starts this runtime before
+    it knows its function: the function's environment arrives as one line
+    of JSON on the descriptor NIMBUS_ASSIGN_FD names, once it is assigned
+    (and its code is in place)."""
+    fd = _environ.pop('NIMBUS_ASSIGN_FD', None)
+    if fd is None:
+        return True
+    with os.fdopen(int(fd), 'rb') as f:
+        line = f.readline()
+    if not line:
+        return False
+    import json
+    _environ.update(json.loads(line))
+    return True
+
+
 def main():
+    if not _await_assignment():
+        sys.stderr.write('nimbus runtime: the sandbox was never assigned a function\n')
+        return 1
     address = _environ.get('AWS_LAMBDA_RUNTIME_API')
     if not address:
         sys.stderr.write('nimbus runtime: AWS_LAMBDA_RUNTIME_API is not set\n')

@@ -61,21 +61,29 @@ SLEEPER = """import os, time
 
 def lambda_handler(event, context):
     time.sleep(event.get("sleep", 0))
-    return context.log_stream_name
+    return context.log_stream_name + " " + os.readlink("/proc/self/ns/pid")
 """
 
 
-def env_running(stream):
-    """Whether any host process belongs to the execution environment with
-    this log stream (its runtime carries the stream in its environment)."""
+def env_running(env):
+    """Whether any live host process belongs to the execution environment
+    `env` (what SLEEPER returns: its log stream and PID namespace). A jailed
+    environment is its own PID namespace; a plain-process one is found by
+    the log stream in its runtime's environment."""
+    stream, pidns = env.split(" ", 1)
+    own = pidns == os.readlink("/proc/self/ns/pid")
     needle = f"AWS_LAMBDA_LOG_STREAM_NAME={stream}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    with open(f"/proc/{pid}/stat") as st:
-                        if st.read().rsplit(")", 1)[1].split()[0] != "Z":
-                            return True
+            if own:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if needle not in f.read().split(b"\0"):
+                        continue
+            elif os.readlink(f"/proc/{pid}/ns/pid") != pidns:
+                continue
+            with open(f"/proc/{pid}/stat") as st:
+                if st.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
         except OSError:
             continue
     return False
@@ -133,6 +141,7 @@ def test_account_concurrency_limit(own_server):
     # Free again once the first one is done.
     _, body, _ = invoke(lam, "busy", {}, tail=False)
     assert body.startswith(time.strftime("%Y/%m/%d/[$LATEST]", time.gmtime()))
+    assert " pid:[" in body
     assert srv.stop() == 0
 
 

@@ -331,9 +331,15 @@ mod tests {
             .launch(
                 &RuntimeId::parse("python3.99").unwrap(),
                 Path::new("/rt"),
+                Path::new("/var/runtime"),
                 Path::new("/code"),
             )
             .unwrap();
         assert_eq!(launch.program, Path::new("/bin/true"));
+        // The bootstrap is named as the runtime sees it (inside a jail).
+        assert_eq!(
+            launch.args.last().map(PathBuf::from),
+            Some(PathBuf::from("/var/runtime/python/bootstrap.py"))
+        );
     }
 }

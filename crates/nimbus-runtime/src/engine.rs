@@ -19,6 +19,7 @@ use crate::env::{Death, Dispatch, Env, Launch, Reply};
 use crate::logs::{self, LogBatch, LogLine, now_ms};
 
 mod concurrency;
+mod spares;
 pub use concurrency::{ProvisionedState, ProvisionedStatus};
 
 /// How long a runtime may take from start to its first
@@ -125,6 +126,14 @@ const JAIL_NOFILE: u64 = 1024;
 /// Processes and threads a jail may have at once (Lambda's limit).
 const JAIL_PIDS: u32 = 1024;
 
+fn runtime_api_port(j: &JailSettings) -> u16 {
+    if j.endpoint_port == RUNTIME_API_PORT {
+        RUNTIME_API_PORT + 1
+    } else {
+        RUNTIME_API_PORT
+    }
+}
+
 /// What the engine needs to know about a function to run it.
 #[derive(Debug, Clone)]
 pub struct FunctionHandle {
@@ -222,6 +231,7 @@ pub struct Engine {
     /// Taken at shutdown: the server it holds refers back to the engine.
     endpoint: Mutex<Option<EndpointServer>>,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    spares: spares::Spares,
     concurrency: concurrency::Concurrency,
     budget: Arc<MemoryBudget<Env>>,
     log_sink: mpsc::UnboundedSender<LogBatch>,
@@ -254,7 +264,9 @@ impl Engine {
                 .name("nimbus-pyc".into())
                 .spawn(move || catalog.precompile_python(&dir))?;
         }
+        let (spares, spare_queue) = spares::Spares::new();
         let engine = Arc::new(Self {
+            spares,
             concurrency: concurrency::Concurrency::new(config.account_concurrency),
             budget: MemoryBudget::new(config.memory_budget_mb),
             config,
@@ -262,6 +274,7 @@ impl Engine {
             pools: Mutex::new(HashMap::new()),
             log_sink,
         });
+        tokio::spawn(spares::run(Arc::downgrade(&engine), spare_queue));
         let weak = Arc::downgrade(&engine);
         let period = (engine.config.keep_alive / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(10));
@@ -366,6 +379,7 @@ impl Engine {
 
     /// Kills every environment (server shutdown).
     pub fn shutdown(&self) {
+        self.spares.reap(Duration::ZERO);
         self.endpoint
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -391,6 +405,7 @@ impl Engine {
     }
 
     fn reap_idle(&self) {
+        self.spares.reap(self.config.keep_alive);
         let pools: Vec<Arc<Pool>> = self
             .pools
             .lock()
@@ -602,48 +617,31 @@ impl Engine {
         let launch = match jail {
             None => Launch::Process(spec(env)),
             Some(j) => {
-                let runtime_port = if j.endpoint_port == RUNTIME_API_PORT {
-                    RUNTIME_API_PORT + 1
-                } else {
-                    RUNTIME_API_PORT
-                };
-                env.push((
-                    "AWS_LAMBDA_RUNTIME_API".into(),
-                    format!("127.0.0.1:{runtime_port}"),
-                ));
-                env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-                env.push((
-                    "AWS_ENDPOINT_URL".into(),
-                    format!("http://127.0.0.1:{}", j.endpoint_port),
-                ));
-                Launch::Jail {
-                    spec: spec(env),
-                    jail: JailSpec {
-                        helper: j.helper.clone(),
-                        helper_args: j.helper_args.clone(),
-                        root_dir: j.root_dir.clone(),
-                        code_dir: f.code_dir.clone(),
-                        runtime_dir: self.config.runtime_dir.clone(),
-                        ro_paths: self.config.catalog.interpreter_roots(),
-                        tmp_mb: f.ephemeral_storage_mb,
-                        hostname: format!("sandbox-{}", &stream[stream.len() - 8..]),
-                        listen: vec![runtime_port, j.endpoint_port],
-                        cgroup_procs: Vec::new(),
-                        nofile: JAIL_NOFILE,
+                self.jail_environment(j, &mut env);
+                let cpu_millis = cpu_millis_for_memory(f.memory_mb);
+                match self.assign_spare(f, &env, cpu_millis) {
+                    Some(launch) => launch,
+                    None => Launch::Jail {
+                        spec: spec(env),
+                        jail: Box::new(JailSpec {
+                            network: j.network.clone().filter(|_| f.egress),
+                            ..self.jail_spec(
+                                j,
+                                &f.code_dir,
+                                f.ephemeral_storage_mb,
+                                &stream[stream.len() - 8..],
+                            )
+                        }),
+                        endpoint: self.endpoint_server(),
+                        cgroup: j.cgroups.clone().map(|root| {
+                            let limits = Limits {
+                                memory_bytes: u64::from(f.memory_mb) * 1024 * 1024,
+                                cpu_millis,
+                                pids: JAIL_PIDS,
+                            };
+                            (root, uuid::Uuid::new_v4().simple().to_string(), limits)
+                        }),
                     },
-                    endpoint: self
-                        .endpoint
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
-                    cgroup: j.cgroups.clone().map(|root| {
-                        let limits = Limits {
-                            memory_bytes: u64::from(f.memory_mb) * 1024 * 1024,
-                            cpu_millis: cpu_millis_for_memory(f.memory_mb),
-                            pids: JAIL_PIDS,
-                        };
-                        (root, uuid::Uuid::new_v4().simple().to_string(), limits)
-                    }),
                 }
             }
         };
@@ -655,15 +653,49 @@ impl Engine {
         Ok(env)
     }
 
-    fn environment(
-        &self,
-        f: &FunctionHandle,
-        stream: &str,
-        creds: &TempCredentials,
-        task_root: &Path,
-        runtime_root: &Path,
-        init_type: &str,
-    ) -> Vec<(String, String)> {
+    /// Where a jailed runtime finds the Runtime API and nimbus: on its own
+    /// loopback, where the jail's listeners are.
+    fn jail_environment(&self, j: &JailSettings, env: &mut Vec<(String, String)>) {
+        env.retain(|(k, _)| k != "AWS_ENDPOINT_URL" && k != "AWS_LAMBDA_RUNTIME_API");
+        env.push((
+            "AWS_LAMBDA_RUNTIME_API".into(),
+            format!("127.0.0.1:{}", runtime_api_port(j)),
+        ));
+        env.push((
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{}", j.endpoint_port),
+        ));
+    }
+
+    /// The jail of an environment whose code is `code_dir`.
+    fn jail_spec(&self, j: &JailSettings, code_dir: &Path, tmp_mb: u32, id: &str) -> JailSpec {
+        JailSpec {
+            helper: j.helper.clone(),
+            helper_args: j.helper_args.clone(),
+            root_dir: j.root_dir.clone(),
+            code_dir: code_dir.to_path_buf(),
+            code_root: None,
+            runtime_dir: self.config.runtime_dir.clone(),
+            ro_paths: self.config.catalog.interpreter_roots(),
+            tmp_mb,
+            hostname: format!("sandbox-{}", id.get(..8).unwrap_or(id)),
+            listen: vec![runtime_api_port(j), j.endpoint_port],
+            cgroup_procs: Vec::new(),
+            nofile: JAIL_NOFILE,
+            network: j.network.clone(),
+        }
+    }
+
+    fn endpoint_server(&self) -> Option<EndpointServer> {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The variables every environment of this host has, whatever the
+    /// function.
+    fn base_environment(&self, task_root: &Path, runtime_root: &Path) -> Vec<(String, String)> {
         let c = &self.config;
         let code = task_root.display().to_string();
         let mut path: Vec<String> = c
@@ -673,13 +705,37 @@ impl Engine {
             .map(|d| d.display().to_string())
             .collect();
         path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
+        vec![
+            ("LAMBDA_TASK_ROOT".into(), code.clone()),
+            (
+                "LAMBDA_RUNTIME_DIR".into(),
+                runtime_root.display().to_string(),
+            ),
+            ("AWS_REGION".into(), c.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), c.region.clone()),
+            ("AWS_ENDPOINT_URL".into(), c.endpoint_url.clone()),
+            ("TZ".into(), ":UTC".into()),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("PATH".into(), path.join(":")),
+            (
+                "LD_LIBRARY_PATH".into(),
+                format!("{code}/lib:/usr/local/lib:/usr/lib:/lib"),
+            ),
+        ]
+    }
+
+    fn environment(
+        &self,
+        f: &FunctionHandle,
+        stream: &str,
+        creds: &TempCredentials,
+        task_root: &Path,
+        runtime_root: &Path,
+        init_type: &str,
+    ) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = f.environment.clone();
         let mut set = |k: &str, v: String| env.push((k.to_string(), v));
         set("_HANDLER", f.handler.clone());
-        set("LAMBDA_TASK_ROOT", code.clone());
-        set("LAMBDA_RUNTIME_DIR", runtime_root.display().to_string());
-        set("AWS_REGION", c.region.clone());
-        set("AWS_DEFAULT_REGION", c.region.clone());
         if f.runtime.is_managed() {
             set("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", f.runtime));
         }
@@ -692,14 +748,7 @@ impl Engine {
         set("AWS_ACCESS_KEY_ID", creds.access_key_id.clone());
         set("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.clone());
         set("AWS_SESSION_TOKEN", creds.session_token.clone());
-        set("AWS_ENDPOINT_URL", c.endpoint_url.clone());
-        set("TZ", ":UTC".into());
-        set("LANG", "en_US.UTF-8".into());
-        set("PATH", path.join(":"));
-        set(
-            "LD_LIBRARY_PATH",
-            format!("{code}/lib:/usr/local/lib:/usr/lib:/lib"),
-        );
+        env.extend(self.base_environment(task_root, runtime_root));
         env
     }
 

@@ -98,16 +98,94 @@ pub(crate) struct Env {
     boosted: AtomicBool,
 }
 
+/// A jail started, not yet adopted as an environment: prepared ahead of
+/// demand and assigned later, or for one function right away.
+pub(crate) struct Prepared {
+    pub(crate) sandbox: Sandbox,
+    pipe: nimbus_sandbox::OutputPipe,
+    listeners: Vec<std::net::TcpListener>,
+    pub(crate) cgroup: Option<Arc<Cgroup>>,
+    program: std::path::PathBuf,
+    /// When it was started (prepared sandboxes are reaped when stale).
+    pub(crate) created: Instant,
+    /// Where the code it can be assigned lives (prepared ahead of demand).
+    pub(crate) code_root: Option<std::path::PathBuf>,
+}
+
+/// Starts a jail in its own cgroup (blocking: run it off the runtime). The
+/// cgroup's CPU is unlimited until [`Env::end_init_boost`].
+pub(crate) fn prepare(
+    spec: &SandboxSpec,
+    mut jail: JailSpec,
+    limits: Option<CgroupRequest>,
+) -> std::io::Result<Prepared> {
+    let cgroup = match limits {
+        Some((root, name, limits)) => {
+            let boosted = Limits {
+                cpu_millis: 0,
+                ..limits
+            };
+            Some(Arc::new(root.create(&name, &boosted)?))
+        }
+        None => None,
+    };
+    if let Some(cg) = &cgroup {
+        jail.cgroup_procs = cg.procs_paths();
+    }
+    let (sandbox, pipe, listeners) = Sandbox::spawn_jailed(spec, &jail)?;
+    Ok(Prepared {
+        sandbox,
+        pipe,
+        listeners,
+        cgroup,
+        program: spec.program.clone(),
+        created: Instant::now(),
+        code_root: jail.code_root.clone(),
+    })
+}
+
+/// Wires a started jail to its environment: the Runtime API and the nimbus
+/// API on the listeners it bound.
+fn adopt(
+    p: Prepared,
+    endpoint: Option<crate::engine::EndpointServer>,
+    shared: &Arc<Shared>,
+    endpoint_task: &mut Option<tokio::task::AbortHandle>,
+    cgroup: &mut Option<Arc<Cgroup>>,
+) -> std::io::Result<(Sandbox, nimbus_sandbox::OutputPipe, std::path::PathBuf)> {
+    *cgroup = p.cgroup;
+    let mut listeners = p.listeners.into_iter();
+    if let Some(l) = listeners.next() {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        crate::api::serve_on(l, shared.clone());
+    }
+    if let (Some(l), Some(serve)) = (listeners.next(), endpoint) {
+        *endpoint_task = Some(serve(l));
+    }
+    Ok((p.sandbox, p.pipe, p.program))
+}
+
+/// A cgroup to create: under which root, its name and its limits.
+pub(crate) type CgroupRequest = (Arc<CgroupRoot>, String, Limits);
+
 /// How an environment's sandbox is started.
 pub(crate) enum Launch {
     Process(SandboxSpec),
     Jail {
         spec: SandboxSpec,
-        jail: JailSpec,
+        jail: Box<JailSpec>,
         endpoint: Option<crate::engine::EndpointServer>,
-        /// The cgroup to create for it: where, its name and limits (the
-        /// CPU limit is applied once init is over).
-        cgroup: Option<(Arc<CgroupRoot>, String, Limits)>,
+        /// The cgroup to create for it (the CPU limit is applied once init
+        /// is over).
+        cgroup: Option<CgroupRequest>,
+    },
+    /// A prepared jail, already assigned to the function.
+    Prepared {
+        prepared: Box<Prepared>,
+        endpoint: Option<crate::engine::EndpointServer>,
+        /// The CPU share applied once init is over.
+        cpu_millis: u32,
     },
 }
 
@@ -146,46 +224,39 @@ impl Env {
             }
             Launch::Jail {
                 spec,
-                mut jail,
+                jail,
                 endpoint,
                 cgroup: limits,
             } => {
                 let program = spec.program.clone();
                 cpu_millis = limits.as_ref().map_or(0, |(_, _, l)| l.cpu_millis);
-                let jailed = tokio::task::spawn_blocking(move || {
-                    let cgroup = match limits {
-                        Some((root, name, limits)) => {
-                            let boosted = Limits {
-                                cpu_millis: 0,
-                                ..limits
-                            };
-                            Some(root.create(&name, &boosted)?)
-                        }
-                        None => None,
-                    };
-                    if let Some(cg) = &cgroup {
-                        jail.cgroup_procs = cg.procs_paths();
-                    }
-                    Sandbox::spawn_jailed(&spec, &jail).map(|(s, p, l)| (s, p, l, cgroup))
-                })
-                .await
-                .map_err(std::io::Error::other)?;
+                let jailed = tokio::task::spawn_blocking(move || prepare(&spec, *jail, limits))
+                    .await
+                    .map_err(std::io::Error::other)?;
                 match jailed {
-                    Ok((sandbox, pipe, listeners, cg)) => {
-                        cgroup = cg.map(Arc::new);
-                        let mut listeners = listeners.into_iter();
-                        if let Some(l) = listeners.next() {
-                            l.set_nonblocking(true)?;
-                            let l = tokio::net::TcpListener::from_std(l)?;
-                            crate::api::serve_on(l, shared.clone());
-                        }
-                        if let (Some(l), Some(serve)) = (listeners.next(), endpoint) {
-                            endpoint_task = Some(serve(l));
-                        }
-                        Ok((sandbox, pipe, program))
-                    }
+                    Ok(p) => Ok(adopt(
+                        p,
+                        endpoint,
+                        &shared,
+                        &mut endpoint_task,
+                        &mut cgroup,
+                    )?),
                     Err(e) => Err(spawn_message(&program, &e)),
                 }
+            }
+            Launch::Prepared {
+                prepared,
+                endpoint,
+                cpu_millis: millis,
+            } => {
+                cpu_millis = millis;
+                Ok(adopt(
+                    *prepared,
+                    endpoint,
+                    &shared,
+                    &mut endpoint_task,
+                    &mut cgroup,
+                )?)
             }
         };
         let pid = match spawned {
