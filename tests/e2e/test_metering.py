@@ -314,4 +314,4 @@ def test_throttles_are_counted_and_usage_survives_restart(own_server, tmp_path):
     row = usage_of(srv2, "busy")
     assert (row["requests"], row["throttles"]) == (2, 1)
     # Prometheus counters start again at zero with the process.
-    assert "busy" not in scrape(srv2)[2]
+    assert 'function_name="busy"' not in scrape(srv2)[2]

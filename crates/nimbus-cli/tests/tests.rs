@@ -294,7 +294,7 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
     let lambda = server.lambda();
     let code = zip_of(&[(
         "app.py",
-        b"import time, os\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return os.getpid()\n",
+        b"import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return context.log_stream_name\n",
         0o644,
     )]);
     python_function(&lambda, "sleepy", "app.handler", code)
@@ -311,10 +311,12 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
             .send()
     };
     let first = invoke("{}").await.unwrap();
-    let pid1: u32 = serde_json::from_slice(first.payload().unwrap().as_ref()).unwrap();
+    // An environment is known by its log stream (jailed runtimes all see
+    // themselves as the same pid).
+    let env1: String = serde_json::from_slice(first.payload().unwrap().as_ref()).unwrap();
     let warm = invoke("{}").await.unwrap();
-    let pid_warm: u32 = serde_json::from_slice(warm.payload().unwrap().as_ref()).unwrap();
-    assert_eq!(pid1, pid_warm, "a warm environment is reused");
+    let env_warm: String = serde_json::from_slice(warm.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(env1, env_warm, "a warm environment is reused");
 
     let started = std::time::Instant::now();
     let timed_out = invoke(r#"{"sleep": 5}"#).await.unwrap();
@@ -339,8 +341,8 @@ async fn timeouts_end_the_environment_and_the_next_invoke_starts_fresh() {
 
     let after = invoke("{}").await.unwrap();
     assert_eq!(after.function_error(), None);
-    let pid2: u32 = serde_json::from_slice(after.payload().unwrap().as_ref()).unwrap();
-    assert_ne!(pid1, pid2, "the timed-out environment was destroyed");
+    let env2: String = serde_json::from_slice(after.payload().unwrap().as_ref()).unwrap();
+    assert_ne!(env1, env2, "the timed-out environment was destroyed");
     let log = log_tail(&after);
     assert!(
         log.contains("Init Duration"),
