@@ -126,6 +126,16 @@ const JAIL_NOFILE: u64 = 1024;
 /// Processes and threads a jail may have at once (Lambda's limit).
 const JAIL_PIDS: u32 = 1024;
 
+/// Marks an environment idle and freezes it (jailed), as Lambda freezes
+/// environments between invocations, off the response's path.
+fn release_and_freeze(env: &Arc<Env>) {
+    env.release();
+    if env.cgroup.is_some() {
+        let idle = env.clone();
+        tokio::task::spawn_blocking(move || idle.freeze_if_idle());
+    }
+}
+
 fn runtime_api_port(j: &JailSettings) -> u16 {
     if j.endpoint_port == RUNTIME_API_PORT {
         RUNTIME_API_PORT + 1
@@ -531,7 +541,9 @@ impl Engine {
     ) -> LambdaResult<InvokeOutcome> {
         let mut admission = self.admit(f)?;
         if let Some((provisioned, env)) = admission.provisioned.take() {
+            env.claim();
             let outcome = self.run(f, &env, req).await;
+            release_and_freeze(&env);
             self.give_back_provisioned(&provisioned, env);
             return Ok(outcome);
         }
@@ -558,13 +570,7 @@ impl Engine {
         let outcome = self.run(f, &env, req).await;
         *env.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if !env.is_dead() && env.revision == f.revision && !pool.retired.load(Ordering::Relaxed) {
-            env.release();
-            if env.cgroup.is_some() {
-                // Frozen between invocations, as Lambda does, off the
-                // response's path.
-                let idle = env.clone();
-                tokio::task::spawn_blocking(move || idle.freeze_if_idle());
-            }
+            release_and_freeze(&env);
             pool.idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
