@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub catalog: RuntimeCatalog,
     /// How environments are isolated from the host and from each other.
     pub isolation: Isolation,
+    /// Whether jailed cold starts may use sandboxes prepared ahead of
+    /// demand (one spare per runtime in use).
+    pub prepared_sandboxes: bool,
 }
 
 /// How execution environments are isolated.

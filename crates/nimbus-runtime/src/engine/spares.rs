@@ -191,7 +191,7 @@ impl Engine {
         env: &[(String, String)],
         cpu_millis: u32,
     ) -> Option<Launch> {
-        if !assignable(f) {
+        if !self.config.prepared_sandboxes || !assignable(f) {
             return None;
         }
         let code_root = f.code_dir.parent()?;
