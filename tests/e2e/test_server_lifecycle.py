@@ -106,6 +106,7 @@ def test_keep_alive_reaps_idle_environments(own_server):
     _, env3, log = invoke(lam, "reaped", {})
     assert env3 != env1
     assert report(log)["init"] is not None, "no cold start after the environment was reaped"
+    time.sleep(0.5)  # idle long enough to be frozen: shutdown must end it anyway
     assert srv.stop() == 0
     # Shutting down stops the environments too.
     wait_for(lambda: not env_running(env3), timeout=10,

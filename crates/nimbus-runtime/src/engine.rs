@@ -390,7 +390,8 @@ impl Engine {
         }
     }
 
-    /// Kills every environment (server shutdown).
+    /// Kills every environment (server shutdown). Blocks until the jails'
+    /// processes are gone.
     pub fn shutdown(&self) {
         self.spares.reap(Duration::ZERO);
         self.endpoint
@@ -408,6 +409,15 @@ impl Engine {
             self.retire(&n);
         }
         self.shutdown_provisioned();
+        // The kills above are carried out by tasks that may not run again
+        // before the process exits, and a frozen environment ignores even
+        // SIGKILL until thawed: end every jail here, thawing as it goes.
+        if let Isolation::Jail(j) = &self.config.isolation
+            && let Some(root) = &j.cgroups
+            && let Err(e) = root.cleanup_stale()
+        {
+            tracing::warn!("stopping the environments' cgroups: {e}");
+        }
     }
 
     /// Stops reusing a published version's environments, provisioned ones
