@@ -172,14 +172,20 @@ class Server:
         return proc.returncode
 
     def kill(self):
+        """Stops the server, gracefully if it will (SIGTERM: it ends its
+        execution environments, frozen ones included), else SIGKILL."""
         if self in _running:
             _running.remove(self)
         if self.proc is not None and self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
         self.proc = None
 
     def healthy(self):

@@ -92,6 +92,9 @@ pub(crate) struct Env {
     frozen: Mutex<bool>,
     /// Set while an invocation owns the environment.
     busy: AtomicBool,
+    /// Counts claims, so a freeze scheduled at one release can tell that
+    /// the environment was used again since.
+    claims: std::sync::atomic::AtomicU64,
     /// The CPU share (thousandths of a CPU) applied once init is over;
     /// init runs unthrottled, as Lambda boosts CPU during init.
     cpu_millis: u32,
@@ -299,6 +302,7 @@ impl Env {
             cgroup,
             frozen: Mutex::new(false),
             busy: AtomicBool::new(true),
+            claims: std::sync::atomic::AtomicU64::new(0),
             cpu_millis,
             boosted: AtomicBool::new(true),
         }))
@@ -363,6 +367,7 @@ impl Env {
     /// Claims the environment for an invocation, thawing it if it was
     /// frozen while idle.
     pub(crate) fn claim(&self) {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         self.busy.store(true, Ordering::SeqCst);
         let mut frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
         if *frozen {
@@ -378,8 +383,15 @@ impl Env {
 
     /// Marks the environment idle; the caller then freezes it off the
     /// request path with [`Env::freeze_if_idle`].
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self) -> u64 {
         self.busy.store(false, Ordering::SeqCst);
+        self.claims.load(Ordering::SeqCst)
+    }
+
+    /// Whether the environment has stayed idle since the release that
+    /// returned `claims`.
+    pub(crate) fn idle_since(&self, claims: u64) -> bool {
+        !self.busy.load(Ordering::SeqCst) && self.claims.load(Ordering::SeqCst) == claims
     }
 
     /// Freezes an idle jailed environment so its background threads use no

@@ -316,6 +316,19 @@ impl CgroupRoot {
         Ok(cgroup)
     }
 
+    /// Ends every sandbox under this root and removes the root's own
+    /// directories (server shutdown).
+    pub fn remove(&self) -> io::Result<()> {
+        self.cleanup_stale()?;
+        for dir in self.dirs.unique() {
+            match fs::remove_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(with_path(e, dir)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the leaves a previous run of the server left behind (after a
     /// crash, say): kills their processes, then removes their directories.
     /// Call it once at startup, before creating any sandbox.
