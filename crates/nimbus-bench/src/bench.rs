@@ -45,6 +45,8 @@ pub(crate) struct Settings {
     pub(crate) cold_samples: usize,
     pub(crate) python_runtime: String,
     pub(crate) node_runtime: String,
+    /// MemorySize of the functions.
+    pub(crate) memory_mb: u32,
 }
 
 pub(crate) fn sibling(name: &str) -> Option<PathBuf> {
@@ -114,6 +116,7 @@ fn settings(o: &Options) -> Result<Settings> {
             .max(1),
         python_runtime,
         node_runtime,
+        memory_mb: o.memory_size,
     })
 }
 
@@ -253,7 +256,7 @@ async fn measure(
     ];
     create_role(&mut ctl).await?;
     for (name, runtime, handler, zip) in functions {
-        create_function(&mut ctl, name, runtime, handler, zip).await?;
+        create_function(&mut ctl, name, runtime, handler, zip, s.memory_mb).await?;
         // The first invoke is a cold start that also warms the page cache;
         // it checks the function works before anything is measured.
         let resp = invoke(&mut ctl, name, false).await?;
@@ -362,6 +365,7 @@ pub(crate) async fn create_function(
     runtime: &str,
     handler: &str,
     zip: &[u8],
+    memory_mb: u32,
 ) -> Result<()> {
     let body = serde_json::json!({
         "FunctionName": name,
@@ -369,7 +373,7 @@ pub(crate) async fn create_function(
         "Role": ROLE,
         "Handler": handler,
         "Timeout": 30,
-        "MemorySize": 128,
+        "MemorySize": memory_mb,
         "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
     });
     let resp = ctl

@@ -110,6 +110,12 @@ pub(crate) struct Options {
     /// another interpreter.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub(crate) serve_arg: Vec<String>,
+    /// MemorySize of the benchmark's functions [default: 1769, one full
+    /// vCPU: jailed, a function gets CPU in proportion to its memory, as on
+    /// Lambda, and at 128 MB (7% of a CPU) the quota, not the platform,
+    /// would be what the warm figures measure].
+    #[arg(long, value_name = "MB", default_value_t = 1769)]
+    pub(crate) memory_size: u32,
     /// Also write the report to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,

@@ -426,6 +426,7 @@ async fn deploy(
                     &runtime,
                     "lambda_function.handler",
                     zip,
+                    128,
                 )
                 .await?;
             }
