@@ -120,21 +120,11 @@ impl Sandbox {
             nofile: jail.nofile,
             network: jail.network.is_some(),
         };
-        let bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
-        if bytes.len() > jail::MAX_MESSAGE {
-            return Err(io::Error::other("jail configuration too large"));
-        }
         let mut cmd = tokio::process::Command::new(&jail.helper);
         cmd.args(&jail.helper_args).env_clear().current_dir("/");
         let (mut sandbox, output) = start(cmd, Some(theirs.as_raw_fd()))?;
         drop(theirs);
-        sendmsg::<()>(
-            ours.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[],
-            MsgFlags::empty(),
-            None,
-        )?;
+        send_json(&ours, &config)?;
         set_receive_timeout(&ours, Some(JAIL_SETUP_TIMEOUT))?;
         let (msg, fds) = receive(&ours)?;
         set_receive_timeout(&ours, None)?;
@@ -158,14 +148,7 @@ impl Sandbox {
                 gateway: lease.gateway(),
             };
             sandbox.net = Some(lease);
-            let bytes = serde_json::to_vec(&net).map_err(io::Error::other)?;
-            sendmsg::<()>(
-                ours.as_raw_fd(),
-                &[IoSlice::new(&bytes)],
-                &[],
-                MsgFlags::empty(),
-                None,
-            )?;
+            send_json(&ours, &net)?;
         }
         sandbox.control = Some(ours);
         let listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
@@ -181,20 +164,14 @@ impl Sandbox {
             .control
             .as_ref()
             .ok_or_else(|| io::Error::other("only a jailed sandbox can be assigned"))?;
-        let bytes = serde_json::to_vec(&jail::Assignment {
-            code: code.to_string(),
-            tmp_mb,
-            env: env.to_vec(),
-        })
-        .map_err(io::Error::other)?;
-        sendmsg::<()>(
-            ctl.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[],
-            MsgFlags::empty(),
-            None,
-        )?;
-        Ok(())
+        send_json(
+            ctl,
+            &jail::Assignment {
+                code: code.to_string(),
+                tmp_mb,
+                env: env.to_vec(),
+            },
+        )
     }
 
     /// The process id of the sandbox's first process (in jailed mode, the
@@ -364,6 +341,22 @@ fn spawn_from_lasting_thread(cmd: tokio::process::Command) -> io::Result<tokio::
     let (reply, result) = std::sync::mpsc::sync_channel(1);
     spawner.send((cmd, handle, reply)).map_err(|_| gone())?;
     result.recv().map_err(|_| gone())?
+}
+
+/// Sends one control message: `value` as JSON.
+fn send_json(fd: &OwnedFd, value: &impl serde::Serialize) -> io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    if bytes.len() > jail::MAX_MESSAGE {
+        return Err(io::Error::other("control message too large"));
+    }
+    sendmsg::<()>(
+        fd.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        &[],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
 }
 
 fn set_receive_timeout(fd: &OwnedFd, timeout: Option<Duration>) -> io::Result<()> {
