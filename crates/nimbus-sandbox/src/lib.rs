@@ -119,6 +119,7 @@ impl Sandbox {
             cgroup_procs: jail.cgroup_procs.clone(),
             nofile: jail.nofile,
             network: jail.network.is_some(),
+            user_namespace: jail::user_namespaces_available(),
         };
         let mut cmd = tokio::process::Command::new(&jail.helper);
         cmd.args(&jail.helper_args).env_clear().current_dir("/");

@@ -96,7 +96,7 @@ async fn runs_as_an_unprivileged_user_in_its_own_namespaces() {
     let (code, out) = run(
         &f,
         "id -u; id -g; hostname; cat /var/task/hello.txt; echo $$; ls /proc | grep -c '^[0-9]'; \
-         grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+         grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; cat /proc/self/uid_map",
     )
     .await;
     assert_eq!(code, Some(0), "{out}");
@@ -113,6 +113,10 @@ async fn runs_as_an_unprivileged_user_in_its_own_namespaces() {
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
+    // Its own user namespace, where 993 is an unprivileged host id and
+    // nothing else (root included) is mapped.
+    let map: Vec<&str> = lines.last().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["993", "100993", "1"], "{out}");
 }
 
 #[tokio::test]

@@ -377,10 +377,26 @@ fn init(
         Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?),
         None => None,
     };
+    // The runtime's user namespace is mapped by init, which is still root
+    // of the host's: the runtime says when it has unshared, init answers
+    // when the maps are written.
+    let (unshared_r, unshared_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (mapped_r, mapped_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     // SAFETY: init is single-threaded (a fork of the single-threaded monitor).
     match unsafe { nix::unistd::fork() }.step(|| "fork".into())? {
         ForkResult::Child => {
             drop(exec_r);
+            drop((unshared_r, mapped_w));
+            if cfg.user_namespace
+                && let Err(errno) = enter_user_namespace(&unshared_w, &mapped_r)
+            {
+                let _ = nix::unistd::write(&exec_w, &(errno as i32).to_ne_bytes());
+                // SAFETY: see below.
+                unsafe { libc::_exit(127) }
+            }
+            drop((unshared_w, mapped_r));
             if let Some((read, _)) = &assign {
                 // SAFETY: both descriptors are open; dup2 onto ASSIGN_FD
                 // (the control socket's number, close-on-exec and unused
@@ -399,6 +415,11 @@ fn init(
         }
         ForkResult::Parent { child } => {
             drop(exec_w);
+            drop((unshared_w, mapped_r));
+            if cfg.user_namespace {
+                map_user_namespace(cfg, child, &unshared_r, mapped_w)?;
+            }
+            drop(unshared_r);
             let mut buf = [0u8; 4];
             let exec_failed = matches!(nix::unistd::read(&exec_r, &mut buf), Ok(4));
             if exec_failed {
@@ -461,6 +482,45 @@ fn cstring(s: &str) -> Result<CString, StepError> {
         step: format!("{s:?} contains a NUL byte"),
         errno: Errno::EINVAL,
     })
+}
+
+/// The host uid and gid the sandbox's 993 is in its user namespace: an id
+/// no host account uses, so a runtime that regained privileges in its
+/// namespace is still nobody outside it.
+const HOST_ID_BASE: u32 = 100_000;
+
+/// The runtime's side: a user namespace of its own, waiting for init to
+/// map it.
+fn enter_user_namespace(unshared: &OwnedFd, mapped: &OwnedFd) -> Result<(), Errno> {
+    unshare(CloneFlags::CLONE_NEWUSER)?;
+    nix::unistd::write(unshared, b"u")?;
+    let mut b = [0u8; 1];
+    match nix::unistd::read(mapped, &mut b)? {
+        1 => Ok(()),
+        _ => Err(Errno::EPERM),
+    }
+}
+
+/// Init's side: maps the sandbox's uid and gid (and nothing else) to
+/// unprivileged host ids in the runtime's new user namespace.
+fn map_user_namespace(
+    cfg: &JailConfig,
+    runtime: Pid,
+    unshared: &OwnedFd,
+    mapped: OwnedFd,
+) -> Result<(), StepError> {
+    let mut b = [0u8; 1];
+    if nix::unistd::read(unshared, &mut b).step(|| "waiting for the user namespace".into())? != 1 {
+        // The runtime failed before unsharing; its exec error tells why.
+        return Ok(());
+    }
+    for (file, id) in [("uid_map", cfg.uid), ("gid_map", cfg.gid)] {
+        let line = format!("{id} {} 1\n", HOST_ID_BASE + id);
+        fs::write(format!("/proc/{runtime}/{file}"), line)
+            .step(|| format!("writing the runtime's {file}"))?;
+    }
+    nix::unistd::write(&mapped, b"m").step(|| "releasing the runtime".into())?;
+    Ok(())
 }
 
 /// Drops everything the runtime must not have, then executes it. Returns

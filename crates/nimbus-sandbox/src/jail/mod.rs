@@ -33,6 +33,15 @@ pub(crate) const CONTROL_FD: i32 = 3;
 /// function's environment, is the largest).
 pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
 
+/// Whether this kernel lets a process create a user namespace (the runtime
+/// then gets one; see `inside.rs`).
+pub(crate) fn user_namespaces_available() -> bool {
+    std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 /// The uid and gid function code runs as (Lambda's `sbx_user1051` is 993).
 pub const SANDBOX_UID: u32 = 993;
 
@@ -99,6 +108,8 @@ pub(crate) struct JailConfig {
     pub(crate) listen: Vec<u16>,
     pub(crate) cgroup_procs: Vec<PathBuf>,
     pub(crate) nofile: u64,
+    /// Whether the runtime gets a user namespace of its own.
+    pub(crate) user_namespace: bool,
     /// Whether to wait for a [`Network`] message before starting the
     /// runtime.
     pub(crate) network: bool,
