@@ -132,6 +132,21 @@ def op_fill(event, context):
     return {"written": written, "error": failure, "env": context.log_stream_name}
 
 
+def op_openfiles(event, context):
+    import resource
+    held = []
+    try:
+        while len(held) < 100000:
+            held.append(open("/dev/null"))
+        error = None
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e.errno))
+    n = len(held)
+    for f in held:
+        f.close()
+    return {"opened": n, "error": error, "limit": resource.getrlimit(resource.RLIMIT_NOFILE)}
+
+
 def op_tmp(event, context):
     path = event.get("path", "/tmp/fill")
     try:
@@ -555,6 +570,20 @@ def host_cpu_share(seconds=0.5, threads=2):
     for t in workers:
         t.join()
     return (time.process_time() - c0) / (time.monotonic() - w0)
+
+
+def test_open_files_are_limited_as_on_lambda(lam, functions, bystander):
+    """RLIMIT_NOFILE is Lambda's 1,024: a handler opening files without end
+    gets EMFILE just under it (the runtime holds a few), and its
+    environment, once they are closed, goes on serving."""
+    name = unique("fds")
+    functions.create(handler_zip(), name=name)
+    resp, body, _ = invoke(lam, name, {"op": "openfiles"})
+    assert "FunctionError" not in resp, body
+    assert body["limit"] == [1024, 1024], body
+    assert body["error"] == "EMFILE", body
+    assert 1000 <= body["opened"] < 1024, body
+    still_works(lam, name, bystander, cold=False)
 
 
 def test_cpu_share_follows_memory_size(lam, functions, bystander):
