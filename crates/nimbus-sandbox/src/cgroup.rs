@@ -201,7 +201,9 @@ impl CgroupRoot {
             }
             Err(last_err.unwrap_or_else(|| io::Error::other("no candidate")))
         };
-        let memory = parent_for("memory")?.expect("memory hierarchy checked by the caller");
+        let memory = parent_for("memory")?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no cgroup v1 memory hierarchy")
+        })?;
         let mut optional = |controller: &str| match parent_for(controller) {
             Ok(Some(dir)) => Some(dir),
             Ok(None) => {

@@ -230,12 +230,11 @@ pub(crate) async fn list(
         .lambda
         .list_functions(marker.as_deref(), max, all_versions)?;
     let id = state.lambda.identity();
-    let mut body =
-        json!({"Functions": page.iter().map(|s| shapes::configuration(s, id)).collect::<Vec<_>>()});
-    if let Some(n) = next {
-        body["NextMarker"] = n.into();
-    }
-    Ok(ok_json(StatusCode::OK, body))
+    let items = page.iter().map(|s| shapes::configuration(s, id)).collect();
+    Ok(ok_json(
+        StatusCode::OK,
+        shapes::page("Functions", items, next),
+    ))
 }
 
 pub(crate) async fn update_code(

@@ -191,3 +191,13 @@ pub(crate) fn provisioned(p: &nimbus_lambda::ProvisionedConfig, with_arn: bool) 
     }
     v
 }
+
+/// One page of a Lambda listing: `{key: items}` plus `NextMarker` when
+/// there is more.
+pub(crate) fn page(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
+    let mut body = json!({ key: items });
+    if let Some(n) = next {
+        body["NextMarker"] = n.into();
+    }
+    body
+}

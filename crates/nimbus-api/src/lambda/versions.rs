@@ -134,13 +134,11 @@ pub(crate) async fn list_versions(
     let marker = q.marker.filter(|m| !m.is_empty());
     let (page, next) = state.lambda.list_versions(&f, marker.as_deref(), max)?;
     let id = state.lambda.identity();
-    let mut body = json!({
-        "Versions": page.iter().map(|s| shapes::configuration(s, id)).collect::<Vec<_>>(),
-    });
-    if let Some(n) = next {
-        body["NextMarker"] = n.into();
-    }
-    Ok(ok_json(StatusCode::OK, body))
+    let items = page.iter().map(|s| shapes::configuration(s, id)).collect();
+    Ok(ok_json(
+        StatusCode::OK,
+        shapes::page("Versions", items, next),
+    ))
 }
 
 pub(crate) async fn create_alias(
@@ -224,13 +222,11 @@ pub(crate) async fn list_aliases(
             .lambda
             .list_aliases(&f, q.function_version.as_deref(), marker.as_deref(), max)?;
     let id = state.lambda.identity();
-    let mut body = json!({
-        "Aliases": page.iter().map(|a| shapes::alias(&f.name, a, id)).collect::<Vec<_>>(),
-    });
-    if let Some(n) = next {
-        body["NextMarker"] = n.into();
-    }
-    Ok(ok_json(StatusCode::OK, body))
+    let items = page.iter().map(|a| shapes::alias(&f.name, a, id)).collect();
+    Ok(ok_json(
+        StatusCode::OK,
+        shapes::page("Aliases", items, next),
+    ))
 }
 
 pub(crate) async fn put_concurrency(
@@ -305,14 +301,11 @@ pub(crate) async fn get_provisioned(
         let (page, next) = state
             .lambda
             .list_provisioned_concurrency(&f, marker.as_deref(), max)?;
-        let mut body = json!({
-            "ProvisionedConcurrencyConfigs":
-                page.iter().map(|p| shapes::provisioned(p, true)).collect::<Vec<_>>(),
-        });
-        if let Some(n) = next {
-            body["NextMarker"] = n.into();
-        }
-        return Ok(ok_json(StatusCode::OK, body));
+        let items = page.iter().map(|p| shapes::provisioned(p, true)).collect();
+        return Ok(ok_json(
+            StatusCode::OK,
+            shapes::page("ProvisionedConcurrencyConfigs", items, next),
+        ));
     }
     let f = function_ref(&state, &name, q.qualifier.as_deref())?;
     let config = state.lambda.provisioned_concurrency(&f)?;
