@@ -8,6 +8,7 @@
 //! async and touches only memory on its hot path.
 
 mod concurrency;
+mod events;
 mod logwriter;
 mod metering;
 mod permissions;
@@ -17,6 +18,7 @@ mod tags;
 mod versions;
 
 pub use concurrency::ProvisionedConfig;
+pub use events::EventOrigin;
 pub use logwriter::spawn_log_writer;
 pub use metering::{
     DURATION_BUCKETS_S, FREE_TIER_GB_SECONDS, FREE_TIER_REQUESTS, FunctionMetrics, Histogram,
