@@ -11,6 +11,7 @@
 //! Everything a caller is told was stored is on disk (fsynced) first.
 
 mod blobs;
+mod queue;
 mod retention;
 mod sqlite;
 mod unzip;
@@ -19,6 +20,7 @@ mod usage;
 use nimbus_core::FunctionSpec;
 
 pub use blobs::BlobStore;
+pub use queue::{DeadLetter, QueuedEvent};
 pub use sqlite::SqliteStore;
 pub use unzip::{UnzipError, UnzipLimits, unpack_zip};
 pub use usage::{MB_MS_PER_GB_SECOND, UsageHour};
@@ -161,6 +163,32 @@ pub trait Store: Send + Sync + 'static {
     fn delete_doc(&self, ns: &str, key: &str) -> StoreResult<bool>;
     /// Every document of a namespace as (key, doc), ordered by key.
     fn list_docs(&self, ns: &str) -> StoreResult<Vec<(String, String)>>;
+
+    /// Queues asynchronous invocations (an id already queued is left as
+    /// it is); durable when this returns.
+    fn enqueue_events(&self, events: &[QueuedEvent]) -> StoreResult<()>;
+    /// Every queued event, oldest first.
+    fn queued_events(&self) -> StoreResult<Vec<QueuedEvent>>;
+    /// Records an attempt's outcome: the attempts so far, when to try
+    /// again and why the last attempt failed.
+    fn reschedule_event(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_ms: i64,
+        last_error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Removes finished events and stores dead letters, in one transaction.
+    fn finish_events(&self, done: &[String], dead: &[DeadLetter]) -> StoreResult<()>;
+    /// Dead letters of one queue or all, oldest first.
+    fn dead_letters(&self, queue: Option<&str>) -> StoreResult<Vec<DeadLetter>>;
+    /// Moves dead letters (unknown ids are skipped) back into the queue as
+    /// the events `make` builds; returns those events.
+    fn replay_dead_letters(
+        &self,
+        ids: &[i64],
+        make: &dyn Fn(&DeadLetter) -> QueuedEvent,
+    ) -> StoreResult<Vec<QueuedEvent>>;
 }
 
 /// The behaviour every [`Store`] backend must have; each backend's tests call
@@ -329,5 +357,6 @@ pub fn store_test_suite(store: &dyn Store) {
     assert!(store.list_log_groups(None).unwrap().is_empty());
 
     retention::test_suite(store);
+    queue::test_suite(store);
     usage::test_suite(store);
 }

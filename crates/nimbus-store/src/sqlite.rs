@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use nimbus_core::FunctionSpec;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::queue::{self, DeadLetter, QueuedEvent};
 use crate::{
     LogAppend, LogEvent, LogGroupInfo, LogQuery, LogStreamInfo, Store, StoreError, StoreResult,
     StoredLogEvent, UsageHour,
@@ -95,6 +96,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::retention::SCHEMA)?;
         conn.execute_batch(crate::usage::SCHEMA)?;
+        conn.execute_batch(crate::queue::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             log_conn: None,
@@ -432,6 +434,40 @@ impl Store for SqliteStore {
             let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
+    }
+
+    fn enqueue_events(&self, events: &[QueuedEvent]) -> StoreResult<()> {
+        self.with(|c| queue::enqueue(c, events))
+    }
+
+    fn queued_events(&self) -> StoreResult<Vec<QueuedEvent>> {
+        self.with(|c| queue::queued(c))
+    }
+
+    fn reschedule_event(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_ms: i64,
+        last_error: Option<&str>,
+    ) -> StoreResult<()> {
+        self.with(|c| queue::reschedule(c, id, attempts, next_ms, last_error))
+    }
+
+    fn finish_events(&self, done: &[String], dead: &[DeadLetter]) -> StoreResult<()> {
+        self.with(|c| queue::finish(c, done, dead))
+    }
+
+    fn dead_letters(&self, queue_name: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        self.with(|c| queue::dead_letters(c, queue_name))
+    }
+
+    fn replay_dead_letters(
+        &self,
+        ids: &[i64],
+        make: &dyn Fn(&DeadLetter) -> QueuedEvent,
+    ) -> StoreResult<Vec<QueuedEvent>> {
+        self.with(|c| queue::replay(c, ids, make))
     }
 }
 
