@@ -112,6 +112,17 @@ pub(crate) struct ServeArgs {
         default_value = nimbus_sandbox::netpool::DEFAULT_SUBNET
     )]
     sandbox_subnet: String,
+    /// Asynchronous invocations: the first retry after a function error
+    /// comes this many milliseconds later, the second twice as long
+    /// (Lambda: about 1 and 2 minutes); throttles back off from a 60th of
+    /// it. Lower it to compress retries in tests.
+    #[arg(
+        long,
+        env = "NIMBUS_ASYNC_RETRY_BASE_MS",
+        value_name = "MS",
+        default_value_t = 60_000
+    )]
+    async_retry_base_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -407,8 +418,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     };
     let iam = Arc::new(iam);
     let (log_tx, log_rx) = tokio::sync::mpsc::unbounded_channel();
-    let log_writer =
-        nimbus_lambda::spawn_log_writer(store.clone(), iam.clone(), args.region.clone(), log_rx)?;
+    let (log_barrier, log_commits) = nimbus_lambda::LogBarrier::new(log_tx.clone());
+    let log_writer = nimbus_lambda::spawn_log_writer(
+        store.clone(),
+        iam.clone(),
+        args.region.clone(),
+        log_rx,
+        Some(log_commits),
+    )?;
     let engine = Engine::start(
         EngineConfig {
             runtime_dir: data_dir.join("runtime"),
@@ -440,6 +457,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let mut lambda = lambda;
     lambda.enable_metering(usage_tx, prices);
     let lambda = Arc::new(lambda);
+    // Queued events (those a crash left too) run from now on.
+    lambda.start_async(
+        nimbus_lambda::AsyncSettings {
+            retry_base_ms: args.async_retry_base_ms.max(1),
+        },
+        Some(log_barrier),
+    )?;
     let sweep_every = Duration::from_secs(args.log_retention_sweep.max(1));
     nimbus_lambda::spawn_retention_sweeper(store.clone(), sweep_every)?;
     let fresh_key = hex::encode(random_bytes::<32>()?);
@@ -478,6 +502,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: stopping execution environments");
+    lambda.stop_async();
     engine.shutdown();
     drop(lambda);
     drop(engine);

@@ -44,6 +44,10 @@ pub enum LambdaError {
     ProvisionedConcurrencyConfigNotFound(String),
     #[error("{0}")]
     Service(String),
+    /// A resource-based policy does not allow the caller (a service
+    /// principal delivering an event).
+    #[error("{0}")]
+    AccessDenied(String),
 }
 
 impl LambdaError {
@@ -68,6 +72,7 @@ impl LambdaError {
                 "ProvisionedConcurrencyConfigNotFoundException"
             }
             Self::Service(_) => "ServiceException",
+            Self::AccessDenied(_) => "AccessDeniedException",
         }
     }
 
@@ -86,6 +91,7 @@ impl LambdaError {
             Self::TooManyRequests { .. } => 429,
             Self::InvalidZipFile(_) | Self::InvalidRuntime(_) | Self::ResourceNotReady(_) => 502,
             Self::Service(_) => 500,
+            Self::AccessDenied(_) => 403,
         }
     }
 

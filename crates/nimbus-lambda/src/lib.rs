@@ -7,7 +7,9 @@
 //! runtime run them on a blocking thread); [`LambdaService::invoke`] is
 //! async and touches only memory on its hot path.
 
+mod async_queue;
 mod concurrency;
+mod event_config;
 mod events;
 mod logwriter;
 mod metering;
@@ -17,15 +19,21 @@ mod roles;
 mod tags;
 mod versions;
 
+pub use async_queue::{AsyncSettings, AsyncStats, DEFAULT_DLQ, MAX_CHAIN_LENGTH};
 pub use concurrency::ProvisionedConfig;
+pub use event_config::{
+    DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_RETRIES, EventInvokeConfig, EventInvokeConfigInput,
+    RecursiveLoop,
+};
 pub use events::EventOrigin;
-pub use logwriter::spawn_log_writer;
+pub use logwriter::{LogBarrier, LogCommits, spawn_log_writer};
 pub use metering::{
     DURATION_BUCKETS_S, FREE_TIER_GB_SECONDS, FREE_TIER_REQUESTS, FunctionMetrics, Histogram,
     Metering, Prices, UsageReport, UsageTotals, spawn_usage_writer, usage_report,
 };
 pub use nimbus_runtime::EnvironmentStats;
 pub use nimbus_runtime::ProvisionedState;
+pub use nimbus_store::DeadLetter;
 pub use retention::spawn_retention_sweeper;
 pub use roles::ExecutionRoleCredentials;
 pub use versions::FunctionView;
@@ -117,6 +125,8 @@ pub struct LambdaService {
     writes: std::sync::Mutex<()>,
     /// Counts every invocation (see `metering`).
     metering: Arc<Metering>,
+    /// Schedules the durable queue of `Event` invocations.
+    queue: Arc<async_queue::AsyncQueue>,
 }
 
 impl std::fmt::Debug for LambdaService {
@@ -148,7 +158,9 @@ impl LambdaService {
             live: RwLock::new(HashMap::new()),
             writes: std::sync::Mutex::new(()),
             metering: Arc::default(),
+            queue: Arc::default(),
         };
+        svc.load_async_configs()?;
         for spec in svc.store.list_functions().map_err(LambdaError::internal)? {
             // Code directories are a cache of the blobs: rebuild if missing.
             // Published versions keep the package they were published with.
@@ -631,6 +643,7 @@ impl LambdaService {
             self.engine.set_reserved_concurrency(&f.name, None);
         }
         self.update_unreserved();
+        self.drop_async_configs(&f.name);
         for s in std::iter::once(&live.spec).chain(&live.spec.versions) {
             self.collect_code(&s.code_sha256);
         }
@@ -686,21 +699,7 @@ impl LambdaService {
         } else {
             limits::SYNC_PAYLOAD_MAX
         };
-        if payload.len() > max {
-            return Err(LambdaError::RequestTooLarge(format!(
-                "Request must be smaller than {max} bytes for the InvokeFunction operation"
-            )));
-        }
-        let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-            Bytes::from_static(b"{}")
-        } else {
-            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-                return Err(LambdaError::InvalidRequestContent(format!(
-                    "Could not parse request body into json: Could not parse payload into json: {e}"
-                )));
-            }
-            payload
-        };
+        let payload = events::check_payload(payload, max)?;
         let handle = target.pick_version();
         let request = InvokeRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -710,6 +709,7 @@ impl LambdaService {
                 .qualifier
                 .as_ref()
                 .map(|q| self.identity.qualified_arn(&f.name, q)),
+            trace_header: None,
         };
         let executed_version = handle.version.clone();
         let invoked = match kind {
@@ -720,16 +720,8 @@ impl LambdaService {
                     .await?,
             ),
             InvocationType::Event => {
-                // Runs soon, in the background. The durable queue with
-                // retries and destinations replaces this (issue 5).
-                let engine = self.engine.clone();
-                let metering = self.metering.clone();
-                tokio::spawn(async move {
-                    let run = metering.run(&handle.name, engine.invoke(&handle, request));
-                    if let Err(e) = run.await {
-                        tracing::warn!(function = %handle.name, "async invocation failed: {e}");
-                    }
-                });
+                self.enqueue(f, request.payload, &EventOrigin::default())
+                    .await?;
                 Invoked::Accepted
             }
         };

@@ -217,6 +217,9 @@ pub struct InvokeRequest {
     /// The ARN the caller invoked (an alias's, say), as the runtime's
     /// `Lambda-Runtime-Invoked-Function-Arn`; the handle's ARN if `None`.
     pub invoked_arn: Option<String>,
+    /// The trace header (`Lambda-Runtime-Trace-Id`) to run with, e.g. an
+    /// asynchronous event's with its `Lineage`; a fresh one if `None`.
+    pub trace_header: Option<String>,
 }
 
 /// Measurements of one invocation, as REPORT states them.
@@ -794,7 +797,7 @@ impl Engine {
             payload: req.payload,
             timeout_ms: u64::from(f.timeout_s) * 1000,
             function_arn: req.invoked_arn.unwrap_or_else(|| f.arn.clone()),
-            trace_id: trace_id(),
+            trace_id: req.trace_header.unwrap_or_else(trace_id),
             client_context: req.client_context,
             cognito_identity: None,
             delivered: delivered_tx,

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use nimbus_core::{LambdaError, limits};
-use nimbus_lambda::{InvocationType, Invoked};
+use nimbus_lambda::{EventOrigin, InvocationType, Invoked};
 
 use super::functions::QualifierQuery;
 use crate::AppState;
@@ -59,6 +59,20 @@ pub(crate) async fn invoke(
         Some(b64) => Some(decode_client_context(b64)?),
     };
     let payload = read_body(body, limits::SYNC_PAYLOAD_MAX, too_large).await?;
+    if kind == InvocationType::Event {
+        // Queued durably; boto3 inside a function sends the function's
+        // trace header, whose Lineage counts the chain for loop detection.
+        let origin = EventOrigin {
+            trace_header: header(&headers, "x-amzn-trace-id").map(str::to_string),
+            ..Default::default()
+        };
+        let id = state.lambda.invoke_event(&f, payload, origin).await?;
+        let mut r = StatusCode::ACCEPTED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            r.headers_mut().insert("x-amzn-requestid", v);
+        }
+        return Ok(r);
+    }
     let result = state
         .lambda
         .invoke(&f, kind, payload, client_context)
@@ -122,14 +136,16 @@ fn decode_client_context(b64: &str) -> Result<String, ApiError> {
 pub(crate) async fn invoke_async(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let f = state.lambda.identity().parse_function_ref(&name, None)?;
     let payload = read_body(body, limits::ASYNC_PAYLOAD_MAX, too_large).await?;
-    state
-        .lambda
-        .invoke(&f, InvocationType::Event, payload, None)
-        .await?;
+    let origin = EventOrigin {
+        trace_header: header(&headers, "x-amzn-trace-id").map(str::to_string),
+        ..Default::default()
+    };
+    state.lambda.invoke_event(&f, payload, origin).await?;
     let mut r = (
         StatusCode::ACCEPTED,
         [(http::header::CONTENT_TYPE, "application/json")],

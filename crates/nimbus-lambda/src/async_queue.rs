@@ -1,0 +1,793 @@
+//! The durable queue of asynchronous (`Event`) invocations: retries,
+//! destinations, the dead-letter store and recursive-loop detection.
+//!
+//! Every accepted event is a row in the store before its 202 (see
+//! `nimbus_store::QueuedEvent`) and stays there until its last attempt is
+//! over (and that attempt's logs are committed); the memory here only
+//! schedules. A restart loads whatever is still queued and runs it again,
+//! so each accepted event runs to completion at least once.
+//!
+//! Retries follow Lambda: a function error is retried
+//! `MaximumRetryAttempts` times (default 2), `base` then `2 × base` later
+//! (`--async-retry-base-ms`, 1 minute by default); throttles and platform
+//! errors are retried with a backoff that grows with the event's age, from
+//! `base / 60` up to `5 × base`, until `MaximumEventAgeInSeconds`. An event
+//! that fails for good goes to its `OnFailure` destination, or else to the
+//! dead-letter store (queue `default`), so nothing is silently lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_core::{FunctionRef, LambdaError, LambdaResult};
+use nimbus_runtime::{InvokeOutcome, InvokeRequest};
+use nimbus_store::{DeadLetter, QueuedEvent};
+use serde_json::{Value, json};
+
+use crate::event_config::{AsyncConfigs, Destination, RecursiveLoop};
+use crate::events::EventOrigin;
+use crate::{LambdaService, LogBarrier};
+
+/// How many times one function may run in one chain of events before
+/// Lambda (and nimbus) stops the loop.
+pub const MAX_CHAIN_LENGTH: u32 = 16;
+
+/// The dead-letter queue of failed events that had no failure destination.
+pub const DEFAULT_DLQ: &str = "default";
+
+/// Timing of the queue's retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncSettings {
+    /// The first retry after a function error comes this long after it,
+    /// the second twice as long (Lambda: about 1 and 2 minutes).
+    pub retry_base_ms: u64,
+}
+
+impl Default for AsyncSettings {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: 60_000,
+        }
+    }
+}
+
+/// The queue's state for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsyncStats {
+    /// Events accepted and not finished (waiting or running).
+    pub depth: u64,
+    pub in_flight: u64,
+    /// Age of the oldest unfinished event.
+    pub oldest_age_ms: u64,
+    /// Totals since the server started.
+    pub accepted: u64,
+    pub succeeded: u64,
+    /// Retries after a function error.
+    pub retries: u64,
+    /// Retries after a throttle or platform error.
+    pub throttle_retries: u64,
+    /// Events stored in the dead-letter store.
+    pub dead_lettered: u64,
+    /// Records sent to destination functions.
+    pub destination_deliveries: u64,
+    pub recursive_loops_stopped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    succeeded: AtomicU64,
+    retries: AtomicU64,
+    throttle_retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    destination_deliveries: AtomicU64,
+    recursive_loops_stopped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Schedule {
+    /// Waiting events by (due time, arrival order).
+    pending: BTreeMap<(i64, u64), QueuedEvent>,
+    /// Running events: id → enqueued time.
+    in_flight: HashMap<String, i64>,
+    /// Every id known (pending or in flight), so a reload adds none twice.
+    known: std::collections::HashSet<String>,
+    seq: u64,
+}
+
+/// The scheduling half of the queue (the rows are the durable half).
+#[derive(Debug, Default)]
+pub(crate) struct AsyncQueue {
+    schedule: Mutex<Schedule>,
+    wake: tokio::sync::Notify,
+    settings: OnceLock<AsyncSettings>,
+    barrier: OnceLock<LogBarrier>,
+    stopping: AtomicBool,
+    counters: Counters,
+    pub(crate) configs: RwLock<AsyncConfigs>,
+}
+
+impl AsyncQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, ev: QueuedEvent) {
+        let mut s = self.lock();
+        if !s.known.insert(ev.id.clone()) {
+            return;
+        }
+        s.seq += 1;
+        let seq = s.seq;
+        s.pending.insert((ev.next_ms, seq), ev);
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Puts a running event back to wait.
+    fn requeue(&self, ev: QueuedEvent) {
+        let mut s = self.lock();
+        s.in_flight.remove(&ev.id);
+        s.seq += 1;
+        let seq = s.seq;
+        s.pending.insert((ev.next_ms, seq), ev);
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn release(&self, id: &str) {
+        let mut s = self.lock();
+        s.in_flight.remove(id);
+        s.known.remove(id);
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Due events, as many as `limit` running allows; and when the next
+    /// waiting one is due.
+    fn take_ready(&self, now: i64, limit: usize) -> (Vec<QueuedEvent>, Option<i64>) {
+        let mut s = self.lock();
+        let mut ready = Vec::new();
+        while s.in_flight.len() < limit {
+            let Some(entry) = s.pending.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let ev = entry.remove();
+            s.in_flight.insert(ev.id.clone(), ev.enqueued_ms);
+            ready.push(ev);
+        }
+        let next = s.pending.keys().next().map(|k| k.0);
+        (ready, next)
+    }
+
+    fn retry_base(&self) -> i64 {
+        let ms = self
+            .settings
+            .get()
+            .copied()
+            .unwrap_or_default()
+            .retry_base_ms;
+        i64::try_from(ms).unwrap_or(i64::MAX / 8).max(1)
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How an attempt ended.
+enum Ended {
+    /// The function ran without error.
+    Success(InvokeOutcome, String),
+    /// The function ran and failed.
+    FunctionError(InvokeOutcome, String),
+    /// It did not run: throttled or a platform error; try again later.
+    NotRun(String),
+    /// It will never run.
+    Fatal(String),
+}
+
+/// Why an event failed for good (a destination record's `condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    RetriesExhausted,
+    EventAgeExceeded,
+    RecursiveInvocation,
+    FunctionNotFound,
+}
+
+impl Condition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RetriesExhausted => "RetriesExhausted",
+            Self::EventAgeExceeded => "EventAgeExceeded",
+            Self::RecursiveInvocation => "RecursiveInvocationDetected",
+            Self::FunctionNotFound => "FunctionNotFound",
+        }
+    }
+}
+
+/// The 8 hex digits naming a function in a `Lineage` field.
+fn lineage_key(function_arn: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(function_arn.as_bytes());
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The trace header an invocation of `function_arn` runs with, given the
+/// header the event came with, and how many times the function ran before
+/// in this chain (its `Lineage` count, 0 on the first run). The header
+/// keeps the caller's `Root` and other fields; `Lineage` holds one
+/// `key:count` entry per function of the chain, separated by `|`.
+pub(crate) fn advance_lineage(header: Option<&str>, function_arn: &str) -> (String, u32) {
+    let me = lineage_key(function_arn);
+    let mut fields: Vec<String> = Vec::new();
+    let mut entries: Vec<(String, u32)> = Vec::new();
+    let mut has_root = false;
+    for field in header.unwrap_or_default().split(';') {
+        let field = field.trim();
+        if field.is_empty() {
+            continue;
+        }
+        match field.split_once('=') {
+            Some(("Lineage", v)) => {
+                for e in v.split('|') {
+                    let mut parts = e.rsplitn(3, ':');
+                    let (Some(count), Some(key)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    if let Ok(n) = count.parse::<u32>() {
+                        entries.push((key.to_string(), n));
+                    }
+                }
+            }
+            Some(("Root", _)) => {
+                has_root = true;
+                fields.push(field.to_string());
+            }
+            _ => fields.push(field.to_string()),
+        }
+    }
+    if !has_root {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        fields.insert(
+            0,
+            format!(
+                "Root=1-{:08x}-{}",
+                chrono::Utc::now().timestamp(),
+                &id[..24]
+            ),
+        );
+        fields.push("Sampled=0".into());
+    }
+    let count = match entries.iter_mut().find(|(k, _)| *k == me) {
+        Some((_, n)) => {
+            *n = n.saturating_add(1);
+            *n
+        }
+        None => {
+            entries.push((me, 0));
+            0
+        }
+    };
+    let lineage: Vec<String> = entries.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    fields.push(format!("Lineage={}", lineage.join("|")));
+    (fields.join(";"), count)
+}
+
+fn json_or_string(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+impl LambdaService {
+    /// Commits an event to the queue; returns its request ID.
+    pub(crate) async fn enqueue(
+        self: &Arc<Self>,
+        f: &FunctionRef,
+        payload: Bytes,
+        origin: &EventOrigin,
+    ) -> LambdaResult<String> {
+        let now = now_ms();
+        let ev = QueuedEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            function: f.name.clone(),
+            qualifier: f.qualifier.clone(),
+            payload: payload.to_vec(),
+            origin: serde_json::to_string(origin).map_err(LambdaError::internal)?,
+            enqueued_ms: now,
+            attempts: 0,
+            next_ms: now,
+            last_error: None,
+        };
+        let store = self.store.clone();
+        let row = ev.clone();
+        tokio::task::spawn_blocking(move || store.enqueue_events(&[row]))
+            .await
+            .map_err(LambdaError::internal)?
+            .map_err(LambdaError::internal)?;
+        let id = ev.id.clone();
+        self.queue.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.queue.push(ev);
+        Ok(id)
+    }
+
+    /// Starts running queued events (those left from a previous run
+    /// first). `barrier` lets an event be marked done only once its logs
+    /// are committed.
+    pub fn start_async(
+        self: &Arc<Self>,
+        settings: AsyncSettings,
+        barrier: Option<LogBarrier>,
+    ) -> LambdaResult<()> {
+        let _ = self.queue.settings.set(settings);
+        if let Some(b) = barrier {
+            let _ = self.queue.barrier.set(b);
+        }
+        let events = self.store.queued_events().map_err(LambdaError::internal)?;
+        if !events.is_empty() {
+            tracing::info!("resuming {} queued asynchronous invocations", events.len());
+        }
+        for ev in events {
+            self.queue.push(ev);
+        }
+        tokio::spawn(dispatch(Arc::downgrade(self), self.queue.clone()));
+        Ok(())
+    }
+
+    /// Stops starting attempts; those running are not recorded, so they
+    /// run again after a restart.
+    pub fn stop_async(&self) {
+        self.queue.stopping.store(true, Ordering::SeqCst);
+        self.queue.wake.notify_one();
+    }
+
+    /// The queue's state and totals (`/metrics`).
+    pub fn async_stats(&self) -> AsyncStats {
+        let q = &self.queue;
+        let s = q.lock();
+        let now = now_ms();
+        let oldest = s
+            .pending
+            .values()
+            .map(|e| e.enqueued_ms)
+            .chain(s.in_flight.values().copied())
+            .min()
+            .map_or(0, |t| (now - t).max(0) as u64);
+        let c = &q.counters;
+        AsyncStats {
+            depth: (s.pending.len() + s.in_flight.len()) as u64,
+            in_flight: s.in_flight.len() as u64,
+            oldest_age_ms: oldest,
+            accepted: c.accepted.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            throttle_retries: c.throttle_retries.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            destination_deliveries: c.destination_deliveries.load(Ordering::Relaxed),
+            recursive_loops_stopped: c.recursive_loops_stopped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The dead letters of one queue or all.
+    pub fn dead_letters(&self, queue: Option<&str>) -> LambdaResult<Vec<DeadLetter>> {
+        self.store
+            .dead_letters(queue)
+            .map_err(LambdaError::internal)
+    }
+
+    /// Queues dead letters again as new events (new request IDs, no
+    /// attempts, a fresh trace); returns (dead letter id, new request id).
+    pub fn replay_dead_letters(self: &Arc<Self>, ids: &[i64]) -> LambdaResult<Vec<(i64, String)>> {
+        let now = now_ms();
+        let pairs = std::cell::RefCell::new(Vec::new());
+        let make = |d: &DeadLetter| {
+            let mut origin: EventOrigin = serde_json::from_str(&d.origin).unwrap_or_default();
+            origin.trace_header = None;
+            let ev = QueuedEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                function: d.function.clone(),
+                qualifier: d.qualifier.clone(),
+                payload: d.payload.clone(),
+                origin: serde_json::to_string(&origin).unwrap_or_else(|_| "{}".into()),
+                enqueued_ms: now,
+                attempts: 0,
+                next_ms: now,
+                last_error: None,
+            };
+            pairs.borrow_mut().push((d.id, ev.id.clone()));
+            ev
+        };
+        let events = self
+            .store
+            .replay_dead_letters(ids, &make)
+            .map_err(LambdaError::internal)?;
+        for ev in events {
+            self.queue.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            self.queue.push(ev);
+        }
+        Ok(pairs.into_inner())
+    }
+
+    /// One attempt of a queued event, and what follows from it.
+    async fn attempt(self: Arc<Self>, mut ev: QueuedEvent) {
+        let origin: EventOrigin = serde_json::from_str(&ev.origin).unwrap_or_default();
+        let f = FunctionRef {
+            name: ev.function.clone(),
+            qualifier: ev.qualifier.clone(),
+        };
+        let cfg = self.event_config_for(&f);
+        let now = now_ms();
+        let age_ms = now - ev.enqueued_ms;
+        if age_ms > i64::from(cfg.max_age_s()) * 1000 {
+            let reason = format!(
+                "the event is older than MaximumEventAgeInSeconds ({} s){}",
+                cfg.max_age_s(),
+                ev.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+            self.failed(ev, &origin, Condition::EventAgeExceeded, reason, None)
+                .await;
+            return;
+        }
+        let ended = self.run_once(&f, &ev, &origin).await;
+        if self.queue.stopping.load(Ordering::SeqCst) {
+            // Shutting down: the outcome may be the shutdown's doing; the
+            // row stays as it was and the event runs again after a restart.
+            return;
+        }
+        let base = self.queue.retry_base();
+        match ended {
+            Ended::Success(out, version) => {
+                self.logs_committed().await;
+                self.queue
+                    .counters
+                    .succeeded
+                    .fetch_add(1, Ordering::Relaxed);
+                ev.attempts += 1;
+                let dest = cfg.on_success.clone();
+                self.finish(ev, &origin, dest, "Success", Some((&out, &version)))
+                    .await;
+            }
+            Ended::FunctionError(out, version) => {
+                self.logs_committed().await;
+                ev.attempts += 1;
+                let error = out.error_type.clone().unwrap_or_else(|| "Unhandled".into());
+                if ev.attempts > cfg.max_retries() {
+                    let reason = format!(
+                        "the function failed {} times ({error}); MaximumRetryAttempts is {}",
+                        ev.attempts,
+                        cfg.max_retries()
+                    );
+                    self.failed(
+                        ev,
+                        &origin,
+                        Condition::RetriesExhausted,
+                        reason,
+                        Some((&out, &version)),
+                    )
+                    .await;
+                } else {
+                    self.queue.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    ev.next_ms = now_ms() + base * i64::from(ev.attempts);
+                    ev.last_error = Some(format!("function error: {error}"));
+                    self.reschedule(ev).await;
+                }
+            }
+            Ended::NotRun(why) => {
+                self.queue
+                    .counters
+                    .throttle_retries
+                    .fetch_add(1, Ordering::Relaxed);
+                let delay = (age_ms / 4).clamp((base / 60).max(1), base.saturating_mul(5));
+                ev.next_ms = now_ms() + delay;
+                ev.last_error = Some(why);
+                self.reschedule(ev).await;
+            }
+            Ended::Fatal(why) => {
+                self.failed(ev, &origin, Condition::FunctionNotFound, why, None)
+                    .await;
+            }
+        }
+    }
+
+    async fn logs_committed(&self) {
+        if let Some(b) = self.queue.barrier.get() {
+            b.wait().await;
+        }
+    }
+
+    async fn run_once(
+        self: &Arc<Self>,
+        f: &FunctionRef,
+        ev: &QueuedEvent,
+        origin: &EventOrigin,
+    ) -> Ended {
+        let target = match self.resolve(f) {
+            Ok(t) => t,
+            Err(LambdaError::ResourceNotFound(m)) => return Ended::Fatal(m),
+            Err(e) => return Ended::NotRun(e.to_string()),
+        };
+        let handle = target.pick_version();
+        let (trace, count) = advance_lineage(
+            origin.trace_header.as_deref(),
+            &self.identity.function_arn(&f.name),
+        );
+        if count >= MAX_CHAIN_LENGTH && self.recursive_loop(&f.name) == RecursiveLoop::Terminate {
+            return Ended::Fatal(format!("recursive loop: {count}"));
+        }
+        let request = InvokeRequest {
+            request_id: ev.id.clone(),
+            payload: Bytes::from(ev.payload.clone()),
+            client_context: None,
+            invoked_arn: f
+                .qualifier
+                .as_ref()
+                .map(|q| self.identity.qualified_arn(&f.name, q)),
+            trace_header: Some(trace),
+        };
+        let version = handle.version.clone();
+        match self
+            .metering
+            .run(&handle.name, self.engine.invoke(&handle, request))
+            .await
+        {
+            Ok(out) if out.function_error.is_none() => Ended::Success(out, version),
+            Ok(out) => Ended::FunctionError(out, version),
+            Err(e) => Ended::NotRun(format!("{}: {e}", e.code())),
+        }
+    }
+
+    async fn reschedule(self: &Arc<Self>, ev: QueuedEvent) {
+        let store = self.store.clone();
+        let (id, attempts, next, err) = (
+            ev.id.clone(),
+            ev.attempts,
+            ev.next_ms,
+            ev.last_error.clone(),
+        );
+        let saved = tokio::task::spawn_blocking(move || {
+            store.reschedule_event(&id, attempts, next, err.as_deref())
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::error!(request_id = %ev.id, "could not record a retry; the event keeps its previous schedule on disk");
+        }
+        self.queue.requeue(ev);
+    }
+
+    /// The destination record of an event, as Lambda sends it.
+    fn record(
+        &self,
+        ev: &QueuedEvent,
+        condition: &str,
+        last: Option<(&InvokeOutcome, &str)>,
+    ) -> Value {
+        let arn = self
+            .identity
+            .qualified_arn(&ev.function, ev.qualifier.as_deref().unwrap_or("$LATEST"));
+        let mut r = json!({
+            "version": "1.0",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "requestContext": {
+                "requestId": ev.id,
+                "functionArn": arn,
+                "condition": condition,
+                "approximateInvokeCount": ev.attempts.max(1),
+            },
+            "requestPayload": json_or_string(&ev.payload),
+        });
+        if let Some((out, version)) = last {
+            let mut ctx = json!({"statusCode": 200, "executedVersion": version});
+            if let Some(fe) = out.function_error {
+                ctx["functionError"] = fe.into();
+            }
+            r["responseContext"] = ctx;
+            r["responsePayload"] = json_or_string(&out.payload);
+        }
+        r
+    }
+
+    async fn failed(
+        self: &Arc<Self>,
+        ev: QueuedEvent,
+        origin: &EventOrigin,
+        condition: Condition,
+        reason: String,
+        last: Option<(&InvokeOutcome, &str)>,
+    ) {
+        let (condition_name, reason) = if condition == Condition::FunctionNotFound
+            && reason.starts_with("recursive loop: ")
+        {
+            self.queue
+                .counters
+                .recursive_loops_stopped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                function = %ev.function,
+                request_id = %ev.id,
+                "recursive loop stopped: {} was invoked {MAX_CHAIN_LENGTH} times in one chain of events; \
+                 the event goes to the failure destination (PutFunctionRecursionConfig Allow lets it run)",
+                ev.function
+            );
+            (
+                Condition::RecursiveInvocation.as_str(),
+                format!(
+                    "recursive loop detected: the function was invoked {MAX_CHAIN_LENGTH} times in one chain of events, \
+                     so nimbus stopped it (RecursiveLoop is Terminate)"
+                ),
+            )
+        } else {
+            (condition.as_str(), reason)
+        };
+        tracing::warn!(function = %ev.function, request_id = %ev.id, condition = condition_name,
+            "asynchronous invocation failed for good: {reason}");
+        let cfg = self.event_config_for(&FunctionRef {
+            name: ev.function.clone(),
+            qualifier: ev.qualifier.clone(),
+        });
+        let mut ev = ev;
+        ev.last_error = Some(reason);
+        self.finish(ev, origin, cfg.on_failure, condition_name, last)
+            .await;
+    }
+
+    /// Sends the record to `destination` (or, for a failure without one,
+    /// to the `default` dead-letter queue) and removes the event.
+    async fn finish(
+        self: &Arc<Self>,
+        ev: QueuedEvent,
+        origin: &EventOrigin,
+        destination: Option<String>,
+        condition: &str,
+        last: Option<(&InvokeOutcome, &str)>,
+    ) {
+        let success = condition == "Success";
+        let record = self.record(&ev, condition, last);
+        let mut dead = Vec::new();
+        let dlq = |queue: &str, reason: String| DeadLetter {
+            id: 0,
+            queue: queue.to_string(),
+            request_id: ev.id.clone(),
+            function: ev.function.clone(),
+            qualifier: ev.qualifier.clone(),
+            payload: ev.payload.clone(),
+            origin: ev.origin.clone(),
+            condition: condition.to_string(),
+            reason,
+            record: record.to_string(),
+            created_ms: now_ms(),
+        };
+        let reason = ev.last_error.clone().unwrap_or_default();
+        match destination.as_deref().map(|d| (d, self.destination(d))) {
+            Some((_, Some(Destination::Function(target)))) => {
+                let trace = advance_lineage(
+                    origin.trace_header.as_deref(),
+                    &self.identity.function_arn(&ev.function),
+                )
+                .0;
+                let o = EventOrigin {
+                    trace_header: Some(trace),
+                    ..Default::default()
+                };
+                let body = Bytes::from(record.to_string());
+                match self.enqueue(&target, body, &o).await {
+                    Ok(_) => {
+                        self.queue
+                            .counters
+                            .destination_deliveries
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if !success => {
+                        dead.push(dlq(
+                            DEFAULT_DLQ,
+                            format!("{reason}; the failure destination refused the record: {e}"),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id = %ev.id, "the success destination refused the record: {e}");
+                    }
+                }
+            }
+            Some((_, Some(Destination::DeadLetterQueue(q)))) => dead.push(dlq(&q, reason)),
+            Some((d, None)) if !success => dead.push(dlq(
+                DEFAULT_DLQ,
+                format!("{reason}; the destination {d} is not one nimbus can deliver to"),
+            )),
+            None if !success => dead.push(dlq(DEFAULT_DLQ, reason)),
+            _ => {}
+        }
+        let n = dead.len() as u64;
+        let store = self.store.clone();
+        let id = ev.id.clone();
+        let saved = tokio::task::spawn_blocking(move || store.finish_events(&[id], &dead)).await;
+        match saved {
+            Ok(Ok(())) => {
+                self.queue
+                    .counters
+                    .dead_lettered
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            _ => {
+                tracing::error!(request_id = %ev.id, "could not record a finished event; it runs again after a restart")
+            }
+        }
+        self.queue.release(&ev.id);
+    }
+}
+
+/// The queue's scheduler: starts due events while fewer than the account's
+/// concurrency are running (the engine still throttles per function), and
+/// sleeps until the next is due or something changes.
+async fn dispatch(service: Weak<LambdaService>, queue: Arc<AsyncQueue>) {
+    loop {
+        if queue.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(svc) = service.upgrade() else {
+            return;
+        };
+        let limit = svc.engine.account_concurrency().max(1) as usize;
+        let now = now_ms();
+        let (ready, next) = queue.take_ready(now, limit);
+        for ev in ready {
+            tokio::spawn(svc.clone().attempt(ev));
+        }
+        drop(svc);
+        let wait = next.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
+        tokio::select! {
+            () = queue.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:f";
+
+    #[test]
+    fn lineage_counts_runs_of_each_function() {
+        let (h, n) = advance_lineage(None, ARN);
+        assert_eq!(n, 0);
+        assert!(h.starts_with("Root=1-"), "{h}");
+        assert!(
+            h.ends_with(&format!("Lineage={}:0", lineage_key(ARN))),
+            "{h}"
+        );
+        let (h2, n2) = advance_lineage(Some(&h), ARN);
+        assert_eq!(n2, 1);
+        assert_eq!(
+            h2.split(';').next(),
+            h.split(';').next(),
+            "the root is kept"
+        );
+        let other = "arn:aws:lambda:us-east-1:000000000000:function:g";
+        let (h3, n3) = advance_lineage(Some(&h2), other);
+        assert_eq!(n3, 0);
+        let (_, n4) = advance_lineage(Some(&h3), ARN);
+        assert_eq!(n4, 2, "each function has its own count");
+    }
+
+    #[test]
+    fn lineage_parses_what_clients_send() {
+        let key = lineage_key(ARN);
+        let h = format!(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=1:{key}:15"
+        );
+        let (out, n) = advance_lineage(Some(&h), ARN);
+        assert_eq!(n, 16);
+        assert!(out.contains("Parent=53995c3f42cd8ad8"));
+        let (_, n) = advance_lineage(Some("Root=1-x;Lineage=garbage|zz:notanumber"), ARN);
+        assert_eq!(n, 0);
+    }
+}
