@@ -74,6 +74,7 @@ fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
         "/2019-09-25/",
         "/2019-09-30/",
         "/2021-10-31/",
+        "/2024-08-31/",
     ];
     if lambda_versions.iter().any(|v| path.starts_with(v)) {
         return (Some("lambda"), Protocol::RestJson);

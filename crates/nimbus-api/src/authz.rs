@@ -157,6 +157,23 @@ fn lambda(
         (&M::DELETE, [_, "functions", name, "provisioned-concurrency"]) => {
             op("lambda:DeleteProvisionedConcurrencyConfig", qualified(name))
         }
+        (method, [_, "functions", name, "event-invoke-config", ..]) => {
+            let action = match (method, segs.len()) {
+                (_, 5) => "lambda:ListFunctionEventInvokeConfigs",
+                (&M::PUT, _) => "lambda:PutFunctionEventInvokeConfig",
+                (&M::POST, _) => "lambda:UpdateFunctionEventInvokeConfig",
+                (&M::DELETE, _) => "lambda:DeleteFunctionEventInvokeConfig",
+                _ => "lambda:GetFunctionEventInvokeConfig",
+            };
+            op(action, qualified(name))
+        }
+        (method, [_, "functions", name, "recursion-config"]) => {
+            let action = match *method {
+                M::PUT => "lambda:PutFunctionRecursionConfig",
+                _ => "lambda:GetFunctionRecursionConfig",
+            };
+            op(action, function_arn(id, name))
+        }
         (method, [_, "tags", arn]) => {
             let action = match *method {
                 M::POST => "lambda:TagResource",
@@ -244,6 +261,10 @@ pub(crate) fn operation(
         ),
         "iam" => iam(body, id),
         "sts" => sts(body),
+        "nimbus" if path.starts_with("/_nimbus/dlq") => match *method {
+            http::Method::GET => op("nimbus:ListDeadLetters", "*"),
+            _ => op("nimbus:ReplayDeadLetters", "*"),
+        },
         "nimbus" => op("nimbus:GetUsage", "*"),
         other => op(format!("{other}:UnknownOperation"), "*"),
     }
@@ -463,6 +484,30 @@ mod tests {
                 "/2015-03-31/functions/demo?Qualifier=4",
                 "DeleteFunction",
                 format!("{f}:4"),
+            ),
+            (
+                M::PUT,
+                "/2019-09-25/functions/demo/event-invoke-config?Qualifier=live",
+                "PutFunctionEventInvokeConfig",
+                format!("{f}:live"),
+            ),
+            (
+                M::POST,
+                "/2019-09-25/functions/demo/event-invoke-config",
+                "UpdateFunctionEventInvokeConfig",
+                f.into(),
+            ),
+            (
+                M::GET,
+                "/2019-09-25/functions/demo/event-invoke-config/list",
+                "ListFunctionEventInvokeConfigs",
+                f.into(),
+            ),
+            (
+                M::PUT,
+                "/2024-08-31/functions/demo/recursion-config",
+                "PutFunctionRecursionConfig",
+                f.into(),
             ),
         ];
         for (method, path, action, resource) in cases {

@@ -1,5 +1,6 @@
 //! The Lambda REST-JSON API (`lambda/2015-03-31` in botocore's models).
 
+mod async_config;
 mod functions;
 mod invoke;
 mod permissions;
@@ -81,6 +82,21 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/2014-11-13/functions/{name}/invoke-async/",
             post(invoke::invoke_async),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            put(async_config::put)
+                .post(async_config::update)
+                .get(async_config::get)
+                .delete(async_config::delete),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config/list",
+            get(async_config::list),
+        )
+        .route(
+            "/2024-08-31/functions/{name}/recursion-config",
+            put(async_config::put_recursion).get(async_config::get_recursion),
         )
         .route(
             "/2017-03-31/tags/{arn}",
