@@ -19,6 +19,7 @@
 mod auth;
 mod authz;
 mod code;
+mod dlq;
 mod error;
 mod iam;
 mod lambda;
@@ -63,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/_nimbus/health", get(|| async { "ok" }))
         .route("/_nimbus/code/{sha}", get(code::download))
         .route("/_nimbus/usage", get(usage::get))
+        .route("/_nimbus/dlq", get(dlq::list))
+        .route("/_nimbus/dlq/replay", post(dlq::replay))
         .route("/metrics", get(metrics::render))
         .route("/", post(aws_json_dispatch))
         .merge(lambda::routes())

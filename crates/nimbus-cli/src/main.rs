@@ -4,6 +4,7 @@
 //! public, AWS-compatible HTTP API, exactly as the AWS CLI would be.
 
 mod client;
+mod dlq;
 mod serve;
 mod usage;
 
@@ -44,6 +45,10 @@ enum Command {
     /// Print requests, GB-seconds and their cost per function and in total,
     /// with the monthly free tier shown separately.
     Usage(usage::UsageArgs),
+    /// List and replay asynchronous invocations that failed for good
+    /// (nimbus's dead-letter store).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 /// Where nimbus keeps its data unless told otherwise: `$NIMBUS_DATA_DIR`,
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
             Command::Invoke(args) => client::invoke(args).await,
             Command::Logs(args) => client::logs(args).await,
             Command::Usage(args) => usage::usage(args).await,
+            Command::Dlq(cmd) => dlq::dlq(cmd).await,
         }
     });
     match result {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use nimbus_lambda::Prices;
 use serde_json::Value;
@@ -84,12 +84,24 @@ pub(crate) async fn wait_for_writer(writer: &std::thread::JoinHandle<()>) {
 /// credentials and endpoint the other client commands use; the JSON body of
 /// a 200, or the server's error as `Code: message`.
 async fn signed_get(conn: &Connection, path: &str, query: &str) -> Result<Value> {
+    signed_request(conn, "GET", path, query, b"").await
+}
+
+/// A SigV4-signed request (service `nimbus`) to nimbus's own API; the
+/// JSON answer, or the error it gave as one line.
+pub(crate) async fn signed_request(
+    conn: &Connection,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<Value> {
     let endpoint = client::endpoint(conn);
     let uri: http::Uri = endpoint
         .parse()
         .with_context(|| format!("endpoint {endpoint}"))?;
     if uri.scheme_str() != Some("http") {
-        bail!("endpoint {endpoint}: nimbus usage speaks plain http only");
+        bail!("endpoint {endpoint}: nimbus speaks plain http only");
     }
     let authority = uri
         .authority()
@@ -98,7 +110,7 @@ async fn signed_get(conn: &Connection, path: &str, query: &str) -> Result<Value>
     let port = authority.port_u16().unwrap_or(80);
     let creds = client::credentials(conn)?;
     let region = client::region();
-    let payload_hash = nimbus_auth::payload_sha256(b"");
+    let payload_hash = nimbus_auth::payload_sha256(body);
     let mut headers: Vec<(&str, &str)> = vec![
         ("host", authority.as_str()),
         ("x-amz-content-sha256", &payload_hash),
@@ -108,7 +120,7 @@ async fn signed_get(conn: &Connection, path: &str, query: &str) -> Result<Value>
     }
     let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let parts = nimbus_auth::RequestParts {
-        method: "GET",
+        method,
         path,
         query,
         headers: &headers,
@@ -127,14 +139,17 @@ async fn signed_get(conn: &Connection, path: &str, query: &str) -> Result<Value>
     } else {
         format!("{path}?{query}")
     };
-    let mut req = http::Request::get(target);
+    let mut req = http::Request::builder().method(method).uri(target);
     for (k, v) in headers.iter().copied() {
         req = req.header(k, v);
     }
     for (k, v) in &auth {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req.body(Empty::<Bytes>::new())?;
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
 
     let exchange = async {
         let stream = tokio::net::TcpStream::connect((authority.host(), port))
