@@ -27,11 +27,82 @@ use crate::AppState;
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
-    (
-        [(http::header::CONTENT_TYPE, CONTENT_TYPE)],
-        exposition(&state.lambda.metrics(), &state.lambda.environments()),
-    )
-        .into_response()
+    let mut text = exposition(&state.lambda.metrics(), &state.lambda.environments());
+    text.push_str(&async_exposition(&state.lambda.async_stats()));
+    ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+/// The asynchronous invocation queue's gauges and counters.
+pub(crate) fn async_exposition(s: &nimbus_lambda::AsyncStats) -> String {
+    let mut out = String::new();
+    let rows: [(&str, &str, &str, String); 10] = [
+        (
+            "nimbus_async_queue_depth",
+            "gauge",
+            "Asynchronous invocations accepted and not finished (waiting or running).",
+            s.depth.to_string(),
+        ),
+        (
+            "nimbus_async_in_flight",
+            "gauge",
+            "Asynchronous invocations running now.",
+            s.in_flight.to_string(),
+        ),
+        (
+            "nimbus_async_oldest_event_age_seconds",
+            "gauge",
+            "Age of the oldest unfinished asynchronous invocation.",
+            format!("{:.3}", s.oldest_age_ms as f64 / 1000.0),
+        ),
+        (
+            "nimbus_async_events_accepted_total",
+            "counter",
+            "Asynchronous invocations queued (since the server started).",
+            s.accepted.to_string(),
+        ),
+        (
+            "nimbus_async_events_succeeded_total",
+            "counter",
+            "Asynchronous invocations that ran without a function error.",
+            s.succeeded.to_string(),
+        ),
+        (
+            "nimbus_async_retries_total",
+            "counter",
+            "Retries after a function error.",
+            s.retries.to_string(),
+        ),
+        (
+            "nimbus_async_throttle_retries_total",
+            "counter",
+            "Retries after a throttle or a platform error.",
+            s.throttle_retries.to_string(),
+        ),
+        (
+            "nimbus_async_dead_lettered_total",
+            "counter",
+            "Events stored in the dead-letter store (nimbus dlq list).",
+            s.dead_lettered.to_string(),
+        ),
+        (
+            "nimbus_async_destination_deliveries_total",
+            "counter",
+            "Destination records sent to destination functions.",
+            s.destination_deliveries.to_string(),
+        ),
+        (
+            "nimbus_async_recursive_loops_stopped_total",
+            "counter",
+            "Events not run because their function ran 16 times in one chain (recursive loop detection).",
+            s.recursive_loops_stopped.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
 }
 
 /// A label value, escaped as the format requires.
