@@ -97,9 +97,16 @@ struct Schedule {
     seq: u64,
 }
 
+type Commit = (
+    QueuedEvent,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
 /// The scheduling half of the queue (the rows are the durable half).
 #[derive(Debug, Default)]
 pub(crate) struct AsyncQueue {
+    /// To the thread that commits accepted events (see `spawn_committer`).
+    committer: OnceLock<tokio::sync::mpsc::UnboundedSender<Commit>>,
     schedule: Mutex<Schedule>,
     wake: tokio::sync::Notify,
     settings: OnceLock<AsyncSettings>,
@@ -107,6 +114,36 @@ pub(crate) struct AsyncQueue {
     stopping: AtomicBool,
     counters: Counters,
     pub(crate) configs: RwLock<AsyncConfigs>,
+}
+
+/// Starts the thread that commits accepted events: whatever arrived while
+/// one transaction committed goes into the next, so concurrent `Event`
+/// invocations share an fsync instead of queueing for one each. Each
+/// caller hears back only once its event is durable. The thread ends when
+/// the queue is dropped.
+fn spawn_committer(
+    store: Arc<dyn nimbus_store::Store>,
+) -> std::io::Result<tokio::sync::mpsc::UnboundedSender<Commit>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Commit>();
+    std::thread::Builder::new()
+        .name("nimbus-async-queue".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                let (events, replies): (Vec<QueuedEvent>, Vec<_>) = batch.into_iter().unzip();
+                let result = store.enqueue_events(&events).map_err(|e| e.to_string());
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 impl AsyncQueue {
@@ -188,8 +225,10 @@ enum Ended {
     FunctionError(InvokeOutcome, String),
     /// It did not run: throttled or a platform error; try again later.
     NotRun(String),
-    /// It will never run.
+    /// It will never run: the function is gone.
     Fatal(String),
+    /// Not run: the function already ran this many times in the chain.
+    RecursiveLoop(u32),
 }
 
 /// Why an event failed for good (a destination record's `condition`).
@@ -305,11 +344,20 @@ impl LambdaService {
             next_ms: now,
             last_error: None,
         };
-        let store = self.store.clone();
-        let row = ev.clone();
-        tokio::task::spawn_blocking(move || store.enqueue_events(&[row]))
+        let committer = match self.queue.committer.get() {
+            Some(c) => c.clone(),
+            None => {
+                let c = spawn_committer(self.store.clone()).map_err(LambdaError::internal)?;
+                self.queue.committer.get_or_init(|| c).clone()
+            }
+        };
+        let (reply, committed) = tokio::sync::oneshot::channel();
+        committer
+            .send((ev.clone(), reply))
+            .map_err(|_| LambdaError::internal("the async queue's committer is gone"))?;
+        committed
             .await
-            .map_err(LambdaError::internal)?
+            .map_err(|_| LambdaError::internal("the async queue's committer is gone"))?
             .map_err(LambdaError::internal)?;
         let id = ev.id.clone();
         self.queue.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -495,6 +543,25 @@ impl LambdaService {
                 self.failed(ev, &origin, Condition::FunctionNotFound, why, None)
                     .await;
             }
+            Ended::RecursiveLoop(count) => {
+                self.queue
+                    .counters
+                    .recursive_loops_stopped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    function = %ev.function,
+                    request_id = %ev.id,
+                    "recursive loop stopped: {} already ran {count} times in this chain of events; \
+                     the event goes to the failure destination (PutFunctionRecursionConfig Allow lets it run)",
+                    ev.function
+                );
+                let reason = format!(
+                    "recursive loop detected: the function ran {count} times in one chain of events, \
+                     so nimbus stopped it (RecursiveLoop is Terminate)"
+                );
+                self.failed(ev, &origin, Condition::RecursiveInvocation, reason, None)
+                    .await;
+            }
         }
     }
 
@@ -521,7 +588,7 @@ impl LambdaService {
             &self.identity.function_arn(&f.name),
         );
         if count >= MAX_CHAIN_LENGTH && self.recursive_loop(&f.name) == RecursiveLoop::Terminate {
-            return Ended::Fatal(format!("recursive loop: {count}"));
+            return Ended::RecursiveLoop(count);
         }
         let request = InvokeRequest {
             request_id: ev.id.clone(),
@@ -603,30 +670,7 @@ impl LambdaService {
         reason: String,
         last: Option<(&InvokeOutcome, &str)>,
     ) {
-        let (condition_name, reason) = if condition == Condition::FunctionNotFound
-            && reason.starts_with("recursive loop: ")
-        {
-            self.queue
-                .counters
-                .recursive_loops_stopped
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                function = %ev.function,
-                request_id = %ev.id,
-                "recursive loop stopped: {} was invoked {MAX_CHAIN_LENGTH} times in one chain of events; \
-                 the event goes to the failure destination (PutFunctionRecursionConfig Allow lets it run)",
-                ev.function
-            );
-            (
-                Condition::RecursiveInvocation.as_str(),
-                format!(
-                    "recursive loop detected: the function was invoked {MAX_CHAIN_LENGTH} times in one chain of events, \
-                     so nimbus stopped it (RecursiveLoop is Terminate)"
-                ),
-            )
-        } else {
-            (condition.as_str(), reason)
-        };
+        let condition_name = condition.as_str();
         tracing::warn!(function = %ev.function, request_id = %ev.id, condition = condition_name,
             "asynchronous invocation failed for good: {reason}");
         let cfg = self.event_config_for(&FunctionRef {

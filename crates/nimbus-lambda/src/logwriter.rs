@@ -42,7 +42,8 @@ fn may_write(iam: &IamService, region: &str, b: &LogBatch) -> bool {
 /// batch sent before it; the writer publishes the highest barrier committed.
 #[derive(Debug)]
 pub struct LogBarrier {
-    sink: mpsc::UnboundedSender<LogBatch>,
+    /// Weak, so the writer still ends when the engine's sender goes.
+    sink: mpsc::WeakUnboundedSender<LogBatch>,
     next: AtomicU64,
     committed: watch::Receiver<u64>,
 }
@@ -56,7 +57,7 @@ impl LogBarrier {
     pub fn new(sink: mpsc::UnboundedSender<LogBatch>) -> (LogBarrier, LogCommits) {
         let (tx, rx) = watch::channel(0);
         let barrier = LogBarrier {
-            sink,
+            sink: sink.downgrade(),
             next: AtomicU64::new(0),
             committed: rx,
         };
@@ -74,8 +75,9 @@ impl LogBarrier {
             role: String::new(),
             session: n.to_string(),
         };
-        if self.sink.send(marker).is_err() {
-            return;
+        match self.sink.upgrade() {
+            Some(sink) if sink.send(marker).is_ok() => {}
+            _ => return,
         }
         let mut rx = self.committed.clone();
         let _ = rx.wait_for(|c| *c >= n).await;
