@@ -166,12 +166,15 @@ impl LambdaService {
             return None;
         }
         let arn = self.identity.function_arn(function_name);
-        let statements: Vec<Value> = live
-            .spec
-            .permissions
-            .iter()
-            .map(|p| statement(&arn, p))
-            .collect();
-        Some(json!({"Version": "2012-10-17", "Id": "default", "Statement": statements}).to_string())
+        Some(document(&arn, &live.spec.permissions))
     }
+}
+
+/// The policy document of these statements.
+pub(crate) fn document(function_arn: &str, permissions: &[Permission]) -> String {
+    let statements: Vec<Value> = permissions
+        .iter()
+        .map(|p| statement(function_arn, p))
+        .collect();
+    json!({"Version": "2012-10-17", "Id": "default", "Statement": statements}).to_string()
 }
