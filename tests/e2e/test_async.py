@@ -511,5 +511,6 @@ def test_kill_9_mid_drain_loses_no_accepted_event(own_server, tmp_path):
     assert done == accepted
     wait_for(lambda: metric(s2, "nimbus_async_queue_depth") == 0, what="an empty queue")
     runs = marked(logs, name, "RUN")
+    assert s2.stop() == 0, "a drained server still stops cleanly on SIGTERM"
     print(f"crash test: {total} accepted, {len(runs)} runs ({len(runs) - total} repeated), "
           f"depth at kill {depth:.0f}")
