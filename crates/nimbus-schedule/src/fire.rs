@@ -392,11 +392,11 @@ impl Schedules {
         store::next_outbox_ms(&inner.conn)
     }
 
-    /// Starts the firing loop and the deliverer; they run until the
-    /// runtime shuts down.
-    pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) {
+    /// Starts the firing loop and the deliverer; they run until
+    /// [`Running::stop`] (which drops the invoker) or the runtime ends.
+    pub fn spawn(self: &Arc<Self>, invoker: Arc<dyn Invoker>) -> Running {
         let me = self.clone();
-        tokio::spawn(async move {
+        let ticker = tokio::spawn(async move {
             loop {
                 let now = me.clock.now_ms();
                 let me2 = me.clone();
@@ -420,7 +420,7 @@ impl Schedules {
             }
         });
         let me = self.clone();
-        tokio::spawn(async move {
+        let deliverer = tokio::spawn(async move {
             loop {
                 let next = match me.deliver_due(&*invoker).await {
                     Ok(n) => n,
@@ -436,6 +436,9 @@ impl Schedules {
                 }
             }
         });
+        Running {
+            tasks: vec![ticker, deliverer],
+        }
     }
 
     /// Real time until `next` (schedule clock), between 5 ms and 1 s: the
@@ -457,6 +460,26 @@ impl Schedules {
 impl Schedules {
     pub(crate) async fn deliver_due_for_test(&self, invoker: &dyn Invoker) {
         self.deliver_due(invoker).await.unwrap();
+    }
+}
+
+/// The firing loop and the deliverer, while they run.
+#[derive(Debug)]
+pub struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops both and waits until they are gone (with them the invoker,
+    /// which may hold the rest of the server). A tick being handed off is
+    /// cut short: its outbox row stays and is delivered after a restart.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }
 

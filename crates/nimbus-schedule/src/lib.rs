@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 
 pub use expr::{Dialect, ExprError, Expression, parse_timezone};
-pub use fire::Clock;
+pub use fire::{Clock, Running};
 pub use model::{
     DEFAULT_GROUP, RetryPolicy, Rule, Schedule, ScheduleError, ScheduleResult, Target, Trigger,
     TriggerKind,
