@@ -63,6 +63,9 @@ fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
         if target.starts_with("Logs_20140328.") {
             return (Some("logs"), Protocol::Json);
         }
+        if target.starts_with("AWSEvents.") {
+            return (Some("events"), Protocol::Json);
+        }
         return (None, Protocol::Json);
     }
     let lambda_versions = [
@@ -78,6 +81,13 @@ fn service_of(req: &Request) -> (Option<&'static str>, Protocol) {
     ];
     if lambda_versions.iter().any(|v| path.starts_with(v)) {
         return (Some("lambda"), Protocol::RestJson);
+    }
+    if path == "/schedules"
+        || path.starts_with("/schedules/")
+        || path == "/schedule-groups"
+        || path.starts_with("/schedule-groups/")
+    {
+        return (Some("scheduler"), Protocol::RestJson);
     }
     // nimbus's own API (usage): signed like AWS's, scoped to `nimbus`.
     if path.starts_with("/_nimbus/") {

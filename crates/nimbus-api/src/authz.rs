@@ -200,6 +200,73 @@ fn logs(target_op: &str, body: &[u8], id: &Identity) -> Option<Operation> {
     op(format!("logs:{target_op}"), resource)
 }
 
+/// EventBridge: the rule named by `Name` (rules) or `Rule` (targets).
+fn events(target_op: &str, body: &[u8], id: &Identity) -> Option<Operation> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let resource = match v
+        .get("Name")
+        .or_else(|| v.get("Rule"))
+        .and_then(|n| n.as_str())
+    {
+        Some(name) => format!("arn:aws:events:{}:{}:rule/{name}", id.region, id.account_id),
+        None => "*".to_string(),
+    };
+    op(format!("events:{target_op}"), resource)
+}
+
+/// EventBridge Scheduler: `schedule/GROUP/NAME` and `schedule-group/NAME`.
+fn scheduler(
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    id: &Identity,
+) -> Option<Operation> {
+    use http::Method as M;
+    let base = format!("arn:aws:scheduler:{}:{}", id.region, id.account_id);
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let group = query
+        .and_then(|q| query_param(q, "groupName"))
+        .or_else(|| {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            v.get("GroupName")?.as_str().map(String::from)
+        })
+        .unwrap_or_else(|| "default".into());
+    match (method, segs.as_slice()) {
+        (&M::GET, ["schedules"]) => op("scheduler:ListSchedules", "*"),
+        (m, ["schedules", name]) => {
+            let action = match *m {
+                M::POST => "CreateSchedule",
+                M::PUT => "UpdateSchedule",
+                M::DELETE => "DeleteSchedule",
+                _ => "GetSchedule",
+            };
+            op(
+                format!("scheduler:{action}"),
+                format!("{base}:schedule/{group}/{}", decode(name)),
+            )
+        }
+        (&M::GET, ["schedule-groups"]) => op("scheduler:ListScheduleGroups", "*"),
+        (m, ["schedule-groups", name]) => {
+            let action = match *m {
+                M::POST => "CreateScheduleGroup",
+                M::DELETE => "DeleteScheduleGroup",
+                _ => "GetScheduleGroup",
+            };
+            op(
+                format!("scheduler:{action}"),
+                format!("{base}:schedule-group/{}", decode(name)),
+            )
+        }
+        _ => op("scheduler:UnknownOperation", "*"),
+    }
+}
+
 fn form_param(body: &[u8], name: &str) -> Option<String> {
     String::from_utf8_lossy(body).split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -260,6 +327,14 @@ pub(crate) fn operation(
             id,
         ),
         "iam" => iam(body, id),
+        "events" => events(
+            target
+                .and_then(|t| t.split_once('.'))
+                .map_or("", |(_, o)| o),
+            body,
+            id,
+        ),
+        "scheduler" => scheduler(method, path, query, body, id),
         "sts" => sts(body),
         "nimbus" if path.starts_with("/_nimbus/dlq") => match *method {
             http::Method::GET => op("nimbus:ListDeadLetters", "*"),

@@ -6,6 +6,10 @@
 //!   the legacy `invoke-async`), in the `lambda` module;
 //! - the CloudWatch Logs JSON 1.1 API (`POST /` with
 //!   `X-Amz-Target: Logs_20140328.*`), in the `logs` module;
+//! - EventBridge rules (JSON 1.1, `X-Amz-Target: AWSEvents.*`), module
+//!   `events`, and EventBridge Scheduler (REST-JSON, `/schedules...`,
+//!   `/schedule-groups...`), module `scheduler`, over
+//!   [`nimbus_schedule::Schedules`];
 //! - SigV4 authentication of all of the above (module `auth`);
 //! - nimbus's own endpoints under `/_nimbus/`: health, presigned
 //!   downloads of deployment packages (GetFunction's `Code.Location`), and
@@ -21,11 +25,13 @@ mod authz;
 mod code;
 mod dlq;
 mod error;
+mod events;
 mod iam;
 mod lambda;
 mod logs;
 mod metrics;
 mod paging;
+mod scheduler;
 mod usage;
 
 use std::sync::Arc;
@@ -50,6 +56,8 @@ pub struct AppState {
     pub keys: Keys,
     /// IAM and STS.
     pub iam: Arc<nimbus_iam::IamService>,
+    /// EventBridge rules and Scheduler schedules.
+    pub schedules: Arc<nimbus_schedule::Schedules>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -69,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/", post(aws_json_dispatch))
         .merge(lambda::routes())
+        .merge(scheduler::routes())
         .fallback(error::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -98,6 +107,9 @@ async fn aws_json_dispatch(
     let target = header("x-amz-target");
     if let Some(("Logs_20140328", op)) = target.split_once('.') {
         return logs::dispatch(state.0, op, body).await;
+    }
+    if let Some(("AWSEvents", op)) = target.split_once('.') {
+        return events::dispatch(state.0, op, body).await;
     }
     if header("content-type").starts_with("application/x-www-form-urlencoded") {
         // The auth middleware has read and put back the whole body already.

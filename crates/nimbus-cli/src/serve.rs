@@ -123,6 +123,18 @@ pub(crate) struct ServeArgs {
         default_value_t = 60_000
     )]
     async_retry_base_ms: u64,
+    /// For tests: run schedules (EventBridge rules and Scheduler) on a
+    /// clock N times faster than real time, so `rate(1 minute)` fires every
+    /// 60/N seconds and cron minutes pass N times faster. The clock is
+    /// continuous across restarts of the same data directory.
+    #[arg(
+        long,
+        env = "NIMBUS_SCHEDULE_TIME_SCALE",
+        default_value_t = 1,
+        hide = true,
+        value_name = "N"
+    )]
+    schedule_time_scale: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -469,12 +481,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let fresh_key = hex::encode(random_bytes::<32>()?);
     let url_key = lambda.server_setting("code-url-key", || fresh_key)?;
     let keys: nimbus_api::Keys = iam.clone();
+    let (schedules, schedule_loops) = open_schedules(
+        &data_dir,
+        lambda.identity(),
+        args.schedule_time_scale,
+        &lambda,
+    )
+    .await?;
     let app = nimbus_api::router(AppState {
         lambda: lambda.clone(),
         store,
         url_key: url_key.into_bytes().into(),
         keys,
         iam,
+        schedules,
     });
     {
         // Jailed functions reach the API on a listener inside their own
@@ -501,6 +521,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // The schedule loops hold the Lambda service through their invoker.
+    schedule_loops.stop().await;
     tracing::info!("shutting down: stopping execution environments");
     lambda.stop_async();
     engine.shutdown();
@@ -510,6 +532,68 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
     crate::usage::wait_for_writer(&usage_writer).await;
     Ok(())
+}
+
+/// Opens the schedules (their tables in `nimbus.db`) and starts their
+/// firing loop, which hands ticks to Lambda through [`ScheduleInvoker`].
+async fn open_schedules(
+    data_dir: &Path,
+    identity: &Identity,
+    time_scale: u32,
+    lambda: &Arc<LambdaService>,
+) -> Result<(Arc<nimbus_schedule::Schedules>, nimbus_schedule::Running)> {
+    if time_scale == 0 {
+        bail!("--schedule-time-scale must be at least 1");
+    }
+    let place = nimbus_schedule::Place {
+        region: identity.region.clone(),
+        account_id: identity.account_id.clone(),
+    };
+    let db = data_dir.join("nimbus.db");
+    let schedules = tokio::task::spawn_blocking(move || {
+        nimbus_schedule::Schedules::open(place, Some(&db), time_scale)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("loading schedules: {e}"))?;
+    if time_scale > 1 {
+        tracing::warn!(
+            "schedules run {time_scale} times faster than real time (--schedule-time-scale)"
+        );
+    }
+    let schedules = Arc::new(schedules);
+    let running = schedules.spawn(Arc::new(ScheduleInvoker(lambda.clone())));
+    Ok((schedules, running))
+}
+
+/// Delivers fired schedule ticks as asynchronous invocations, with the
+/// service principal and source ARN the function's resource policy is
+/// checked against.
+struct ScheduleInvoker(Arc<LambdaService>);
+
+impl nimbus_schedule::Invoker for ScheduleInvoker {
+    fn deliver(
+        &self,
+        d: nimbus_schedule::Delivery,
+    ) -> nimbus_schedule::BoxFuture<'_, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let f = self
+                .0
+                .identity()
+                .parse_function_ref(&d.function_arn, None)
+                .map_err(|e| e.to_string())?;
+            let origin = nimbus_lambda::EventOrigin {
+                principal: Some(d.principal.to_string()),
+                source_arn: Some(d.source_arn),
+                source_account: Some(d.source_account),
+                trace_header: None,
+            };
+            self.0
+                .invoke_event(&f, d.payload.into(), origin)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", e.code()))
+        })
+    }
 }
 
 async fn shutdown_signal() {
