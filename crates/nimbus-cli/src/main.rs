@@ -4,6 +4,7 @@
 //! public, AWS-compatible HTTP API, exactly as the AWS CLI would be.
 
 mod client;
+mod s3;
 mod serve;
 mod usage;
 
