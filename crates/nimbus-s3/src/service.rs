@@ -1037,7 +1037,7 @@ impl S3 for Objects {
             )
         };
         let mut chosen: Vec<PartMeta> = Vec::new();
-        for (i, g) in given.iter().enumerate() {
+        for g in &given {
             let n = g.part_number.ok_or_else(invalid_part)?;
             if chosen.last().is_some_and(|p| p.number >= n) {
                 return Err(err(
@@ -1054,13 +1054,14 @@ impl S3 for Objects {
             {
                 return Err(invalid_part());
             }
-            if i + 1 < given.len() && part.size < MIN_PART {
-                return Err(err(
-                    S3ErrorCode::EntityTooSmall,
-                    "Your proposed upload is smaller than the minimum allowed object size.",
-                ));
-            }
             chosen.push(part.clone());
+        }
+        // Sizes last: S3 reports a bad list before a small part.
+        if chosen[..chosen.len() - 1].iter().any(|p| p.size < MIN_PART) {
+            return Err(err(
+                S3ErrorCode::EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            ));
         }
         let mut md5s = Md5::new();
         for p in &chosen {
