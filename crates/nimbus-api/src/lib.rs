@@ -14,7 +14,10 @@
 //! - nimbus's own endpoints under `/_nimbus/`: health, presigned
 //!   downloads of deployment packages (GetFunction's `Code.Location`), and
 //!   metered usage (`/_nimbus/usage`, module `usage`);
-//! - Prometheus metrics on `/metrics` (module `metrics`).
+//! - Prometheus metrics on `/metrics` (module `metrics`);
+//! - the S3 API of the object store (`nimbus_s3`), for requests whose
+//!   credential scope names `s3` or whose Host is a virtual-hosted bucket
+//!   (module `s3`), handed to the s3s service before anything else.
 //!
 //! Requests become typed calls on [`nimbus_lambda::LambdaService`] and the
 //! store; results and [`nimbus_core::LambdaError`]s become AWS-shaped
@@ -32,6 +35,7 @@ mod logs;
 mod metrics;
 mod paging;
 mod scheduler;
+mod s3;
 mod usage;
 
 use std::sync::Arc;
@@ -44,6 +48,7 @@ use nimbus_store::Store;
 
 pub use auth::Keys;
 pub use error::ApiError;
+pub use s3::s3_gate;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -58,6 +63,8 @@ pub struct AppState {
     pub iam: Arc<nimbus_iam::IamService>,
     /// EventBridge rules and Scheduler schedules.
     pub schedules: Arc<nimbus_schedule::Schedules>,
+    /// The object store's S3 API, if served.
+    pub s3: Option<Arc<nimbus_s3::S3Api>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,6 +75,24 @@ impl std::fmt::Debug for AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    let s3 = state.s3.clone();
+    let rest = aws_router(state);
+    let Some(s3) = s3 else { return rest };
+    // S3 requests bypass the routes and the auth middleware (which reads
+    // whole bodies): s3s streams them and checks their signatures.
+    Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let (rest, s3) = (rest.clone(), s3.clone());
+        async move {
+            if s3::is_s3(&req, &s3.settings().domain) {
+                return Ok(s3::call(&s3, req).await);
+            }
+            tower::ServiceExt::oneshot(rest, req).await
+        }
+    }))
+}
+
+/// Everything but S3.
+fn aws_router(state: AppState) -> Router {
     Router::new()
         .route("/_nimbus/health", get(|| async { "ok" }))
         .route("/_nimbus/code/{sha}", get(code::download))

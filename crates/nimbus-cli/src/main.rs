@@ -5,6 +5,7 @@
 
 mod client;
 mod dlq;
+mod s3;
 mod serve;
 mod usage;
 

@@ -135,6 +135,11 @@ pub(crate) struct ServeArgs {
         value_name = "N"
     )]
     schedule_time_scale: u32,
+    /// The domain of virtual-hosted-style S3 addressing: a request for
+    /// `<bucket>.<domain>[:port]` is for that bucket (path-style works on
+    /// any host).
+    #[arg(long, env = "NIMBUS_S3_DOMAIN", default_value = "localhost")]
+    s3_domain: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -361,7 +366,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // s3s logs every client error (NoSuchKey...) at ERROR;
+                // the object store logs its own failures.
+                .unwrap_or_else(|_| "info,s3s=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -488,6 +495,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         &lambda,
     )
     .await?;
+    let s3 = crate::s3::open(&data_dir, &args.s3_domain, &lambda, &keys, &iam).await?;
     let app = nimbus_api::router(AppState {
         lambda: lambda.clone(),
         store,
@@ -495,6 +503,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         keys,
         iam,
         schedules,
+        s3: Some(s3.clone()),
     });
     {
         // Jailed functions reach the API on a listener inside their own
@@ -518,9 +527,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         "nimbus ready on http://{local} (data in {})",
         data_dir.display()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Notifications a crash left in the object store's outbox.
+    tokio::spawn(async move { s3.redeliver_pending().await });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     // The schedule loops hold the Lambda service through their invoker.
     schedule_loops.stop().await;
     tracing::info!("shutting down: stopping execution environments");
