@@ -268,6 +268,28 @@ def test_sqs_destination_is_a_dead_letter_queue_and_replay_runs_it_again(srv, al
              <= set(marked(alogs, name, "FIXED")), what="the replayed queue's runs")
 
 
+def test_dead_letter_config_names_a_queue_of_the_store(srv, alam, fns):
+    queue = unique("fn-dlq")
+    target = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"
+    name = fns.python(SOMETIMES_FAILS, prefix="async-dlc",
+                      DeadLetterConfig={"TargetArn": target})["FunctionName"]
+    assert alam.get_function_configuration(FunctionName=name)["DeadLetterConfig"] == {
+        "TargetArn": target}
+    alam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    request_id = invoke_event(alam, name, {"n": 1, "fail": True})
+    letter = wait_for(lambda: dead_letters(srv, queue), timeout=30, what="the dead letter")[0]
+    assert letter["requestId"] == request_id and json.loads(letter["payload"])["n"] == 1
+    with pytest.raises(ClientError) as e:
+        alam.update_function_configuration(
+            FunctionName=name, DeadLetterConfig={"TargetArn": "arn:aws:sns:us-east-1:000000000000:t"})
+    assert error_code(e) == "InvalidParameterValueException"
+    alam.update_function_configuration(FunctionName=name, DeadLetterConfig={})
+    assert "DeadLetterConfig" not in alam.get_function_configuration(FunctionName=name)
+    request_id = invoke_event(alam, name, {"n": 2, "fail": True})
+    wait_for(lambda: [d for d in dead_letters(srv, "default") if d["requestId"] == request_id],
+             timeout=30, what="the dead letter in queue default")
+
+
 def test_event_invoke_config_api(alam, fns, srv):
     name = fns.python(ECHO, prefix="async-cfg")["FunctionName"]
     with pytest.raises(ClientError) as e:

@@ -673,13 +673,19 @@ impl LambdaService {
         let condition_name = condition.as_str();
         tracing::warn!(function = %ev.function, request_id = %ev.id, condition = condition_name,
             "asynchronous invocation failed for good: {reason}");
-        let cfg = self.event_config_for(&FunctionRef {
+        let f = FunctionRef {
             name: ev.function.clone(),
             qualifier: ev.qualifier.clone(),
+        };
+        // An OnFailure destination first, else the version's DeadLetterConfig.
+        let destination = self.event_config_for(&f).on_failure.or_else(|| {
+            self.resolve(&f)
+                .ok()
+                .and_then(|t| t.spec().dead_letter_target.clone())
         });
         let mut ev = ev;
         ev.last_error = Some(reason);
-        self.finish(ev, origin, cfg.on_failure, condition_name, last)
+        self.finish(ev, origin, destination, condition_name, last)
             .await;
     }
 
