@@ -461,6 +461,34 @@ def test_recursion_config_allow_and_a_simulated_lineage(srv, alam, alogs, fns):
     assert error_code(e) == "ValidationException"
 
 
+def test_the_node_runtime_exposes_the_trace_header_with_its_lineage(alam, alogs, fns):
+    from test_runtime_node import NODE_RUNTIME
+    from conftest import make_zip
+    code = ("exports.handler = async (event) => {\n"
+            "  console.log('TRACE ' + process.env._X_AMZN_TRACE_ID);\n};\n")
+    name = fns.create(make_zip({"index.js": code}), runtime=NODE_RUNTIME,
+                      handler="index.handler", prefix="async-node")["FunctionName"]
+    invoke_event(alam, name, {})
+    trace = wait_for(lambda: [t for m in log_messages(alogs, name) if "TRACE " in m
+                              for t in [m.split("TRACE ", 1)[1].strip()]], what="the trace line")[0]
+    assert trace.startswith("Root=1-") and f"Lineage={lineage_key(fn_arn(name))}:0" in trace
+
+
+def test_throttled_events_wait_and_run_when_capacity_returns(srv, alam, alogs, fns):
+    name = fns.python(ECHO, prefix="async-throttle")["FunctionName"]
+    alam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    throttles = metric(srv, "nimbus_async_throttle_retries_total")
+    request_id = invoke_event(alam, name, {"held": True})
+    wait_for(lambda: metric(srv, "nimbus_async_throttle_retries_total") >= throttles + 3,
+             what="throttled attempts being retried")
+    assert marked(alogs, name, "RUN") == []
+    assert not [d for d in dead_letters(srv) if d["requestId"] == request_id], \
+        "a throttle is not a failed attempt"
+    alam.delete_function_concurrency(FunctionName=name)
+    wait_for(lambda: marked(alogs, name, "RUN") == ['{"held": true}'], timeout=30,
+             what="the event to run once capacity returns")
+
+
 def test_queue_metrics(srv, alam, fns):
     name = fns.python(ALWAYS_FAILS, prefix="async-metrics")["FunctionName"]
     retries, dead = (metric(srv, "nimbus_async_retries_total"),
