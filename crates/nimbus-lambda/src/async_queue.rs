@@ -302,9 +302,11 @@ pub(crate) fn advance_lineage(header: Option<&str>, function_arn: &str) -> (Stri
     let mut fields: Vec<String> = Vec::new();
     let mut entries: Vec<(String, u32)> = Vec::new();
     let mut has_root = false;
-    for field in header.unwrap_or_default().split(';') {
+    // The header came from a client: keep what can go back out in an HTTP
+    // header (visible ASCII), and not without bound.
+    for field in header.unwrap_or_default().split(';').take(16) {
         let field = field.trim();
-        if field.is_empty() {
+        if field.is_empty() || field.len() > 1024 || !field.bytes().all(|b| b.is_ascii_graphic()) {
             continue;
         }
         match field.split_once('=') {
@@ -336,7 +338,9 @@ pub(crate) fn advance_lineage(header: Option<&str>, function_arn: &str) -> (Stri
                 &id[..24]
             ),
         );
-        fields.push("Sampled=0".into());
+        if !fields.iter().any(|f| f.starts_with("Sampled=")) {
+            fields.push("Sampled=0".into());
+        }
     }
     let count = match entries.iter_mut().find(|(k, _)| *k == me) {
         Some((_, n)) => {
@@ -558,7 +562,8 @@ impl LambdaService {
                     .await;
                 } else {
                     self.queue.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    ev.next_ms = now_ms() + base * i64::from(ev.attempts);
+                    ev.next_ms =
+                        now_ms().saturating_add(base.saturating_mul(i64::from(ev.attempts)));
                     ev.last_error = Some(format!("function error: {error}"));
                     self.reschedule(ev).await;
                 }
@@ -569,7 +574,7 @@ impl LambdaService {
                     .throttle_retries
                     .fetch_add(1, Ordering::Relaxed);
                 let delay = (age_ms / 4).clamp((base / 60).max(1), base.saturating_mul(5));
-                ev.next_ms = now_ms() + delay;
+                ev.next_ms = now_ms().saturating_add(delay);
                 ev.last_error = Some(why);
                 // Not an attempt: the row stays as it is (after a crash
                 // the event is simply due at once).
@@ -930,5 +935,8 @@ mod tests {
         assert!(out.contains("Parent=53995c3f42cd8ad8"));
         let (_, n) = advance_lineage(Some("Root=1-x;Lineage=garbage|zz:notanumber"), ARN);
         assert_eq!(n, 0);
+        let (out, _) = advance_lineage(Some("Foo=caf\u{e9};Sampled=1;Bar=a b"), ARN);
+        assert!(out.is_ascii() && !out.contains(' '), "{out}");
+        assert_eq!(out.matches("Sampled=").count(), 1, "{out}");
     }
 }
