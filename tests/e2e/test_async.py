@@ -588,3 +588,33 @@ def test_kill_9_mid_drain_loses_no_accepted_event(own_server, tmp_path):
           f"(+{len(done - accepted)} committed without their 202), {len(runs)} runs "
           f"({len(runs) - len(done)} repeated); kill 1: depth {depth:.0f}, {ran_before} had run; "
           f"kill 2: depth {depth2:.0f}, {ran_before2} had run")
+
+
+SLEEPER = """
+import time
+def lambda_handler(event, context):
+    time.sleep(1)
+    print("RUN %d" % event["n"])
+"""
+
+
+def test_sigterm_keeps_queued_events_for_the_next_start(own_server, tmp_path):
+    data = tmp_path / "graceful"
+    args = ["--async-retry-base-ms", "200", "--concurrency", "2"]
+    s = own_server(data, args)
+    lam = s.client("lambda")
+    name = unique("graceful")
+    lam.create_function(FunctionName=name, Runtime=os.environ.get("NIMBUS_E2E_RUNTIME",
+                                                                  "python3.11"),
+                        Role=ROLE, Handler="lambda_function.lambda_handler",
+                        Code={"ZipFile": py_zip(SLEEPER)}, Timeout=5)
+    for n in range(10):
+        invoke_event(lam, name, {"n": n})
+    wait_for(lambda: metric(s, "nimbus_async_in_flight") >= 1, what="attempts running")
+    started = time.monotonic()
+    assert s.stop() == 0, "SIGTERM with attempts running and events queued exits cleanly"
+    assert time.monotonic() - started < 15
+    s2 = own_server(data, args)
+    logs = s2.client("logs")
+    wait_for(lambda: {int(t) for t in marked(logs, name, "RUN")} >= set(range(10)), timeout=60,
+             what="every event to run after the restart")
