@@ -268,6 +268,28 @@ def test_sqs_destination_is_a_dead_letter_queue_and_replay_runs_it_again(srv, al
              <= set(marked(alogs, name, "FIXED")), what="the replayed queue's runs")
 
 
+def test_dead_letter_config_names_a_queue_of_the_store(srv, alam, fns):
+    queue = unique("fn-dlq")
+    target = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"
+    name = fns.python(SOMETIMES_FAILS, prefix="async-dlc",
+                      DeadLetterConfig={"TargetArn": target})["FunctionName"]
+    assert alam.get_function_configuration(FunctionName=name)["DeadLetterConfig"] == {
+        "TargetArn": target}
+    alam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    request_id = invoke_event(alam, name, {"n": 1, "fail": True})
+    letter = wait_for(lambda: dead_letters(srv, queue), timeout=30, what="the dead letter")[0]
+    assert letter["requestId"] == request_id and json.loads(letter["payload"])["n"] == 1
+    with pytest.raises(ClientError) as e:
+        alam.update_function_configuration(
+            FunctionName=name, DeadLetterConfig={"TargetArn": "arn:aws:sns:us-east-1:000000000000:t"})
+    assert error_code(e) == "InvalidParameterValueException"
+    alam.update_function_configuration(FunctionName=name, DeadLetterConfig={})
+    assert "DeadLetterConfig" not in alam.get_function_configuration(FunctionName=name)
+    request_id = invoke_event(alam, name, {"n": 2, "fail": True})
+    wait_for(lambda: [d for d in dead_letters(srv, "default") if d["requestId"] == request_id],
+             timeout=30, what="the dead letter in queue default")
+
+
 def test_event_invoke_config_api(alam, fns, srv):
     name = fns.python(ECHO, prefix="async-cfg")["FunctionName"]
     with pytest.raises(ClientError) as e:
@@ -439,6 +461,34 @@ def test_recursion_config_allow_and_a_simulated_lineage(srv, alam, alogs, fns):
     assert error_code(e) == "ValidationException"
 
 
+def test_the_node_runtime_exposes_the_trace_header_with_its_lineage(alam, alogs, fns):
+    from test_runtime_node import NODE_RUNTIME
+    from conftest import make_zip
+    code = ("exports.handler = async (event) => {\n"
+            "  console.log('TRACE ' + process.env._X_AMZN_TRACE_ID);\n};\n")
+    name = fns.create(make_zip({"index.js": code}), runtime=NODE_RUNTIME,
+                      handler="index.handler", prefix="async-node")["FunctionName"]
+    invoke_event(alam, name, {})
+    trace = wait_for(lambda: [t for m in log_messages(alogs, name) if "TRACE " in m
+                              for t in [m.split("TRACE ", 1)[1].strip()]], what="the trace line")[0]
+    assert trace.startswith("Root=1-") and f"Lineage={lineage_key(fn_arn(name))}:0" in trace
+
+
+def test_throttled_events_wait_and_run_when_capacity_returns(srv, alam, alogs, fns):
+    name = fns.python(ECHO, prefix="async-throttle")["FunctionName"]
+    alam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    throttles = metric(srv, "nimbus_async_throttle_retries_total")
+    request_id = invoke_event(alam, name, {"held": True})
+    wait_for(lambda: metric(srv, "nimbus_async_throttle_retries_total") >= throttles + 3,
+             what="throttled attempts being retried")
+    assert marked(alogs, name, "RUN") == []
+    assert not [d for d in dead_letters(srv) if d["requestId"] == request_id], \
+        "a throttle is not a failed attempt"
+    alam.delete_function_concurrency(FunctionName=name)
+    wait_for(lambda: marked(alogs, name, "RUN") == ['{"held": true}'], timeout=30,
+             what="the event to run once capacity returns")
+
+
 def test_queue_metrics(srv, alam, fns):
     name = fns.python(ALWAYS_FAILS, prefix="async-metrics")["FunctionName"]
     retries, dead = (metric(srv, "nimbus_async_retries_total"),
@@ -472,7 +522,8 @@ def test_kill_9_mid_drain_loses_no_accepted_event(own_server, tmp_path):
                                                                   "python3.11"),
                         Role=ROLE, Handler="lambda_function.lambda_handler",
                         Code={"ZipFile": py_zip(SLOW_COUNTER)})
-    total, accepted, lock = 200, set(), threading.Lock()
+    total, accepted, lock = 300, set(), threading.Lock()
+    half = threading.Event()
 
     def send(ns):
         c = s.client("lambda")
@@ -484,21 +535,41 @@ def test_kill_9_mid_drain_loses_no_accepted_event(own_server, tmp_path):
                 return
             with lock:
                 accepted.add(n)
+                if len(accepted) >= total // 2:
+                    half.set()
 
     threads = [threading.Thread(target=send, args=(range(i, total, 8),)) for i in range(8)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    assert len(accepted) == total
     logs = s.client("logs")
-    # Kill once some events ran and many are still queued.
-    wait_for(lambda: len(marked(logs, name, "RUN")) >= 20, timeout=60, what="the drain to start")
+    # Kill while clients are still sending and the queue drains:
+    # whatever got its 202 must run.
+    assert half.wait(60), "half the events accepted"
     depth = metric(s, "nimbus_async_queue_depth")
+    ran_before = len(marked(logs, name, "RUN"))
     os.killpg(s.proc.pid, signal.SIGKILL)
     s.proc.wait(10)
     s.proc = None
+    for t in threads:
+        t.join()
     assert depth > 0, "the server was killed mid-drain"
+    assert total // 2 <= len(accepted) < total, "the kill came while clients were still sending"
+
+    def kill(srv):
+        os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+        srv.proc = None
+
+    # The restarted server resumes the queue; kill it again mid-drain, once
+    # it has made progress (its runs are in the logs).
+    s1 = own_server(data, args)
+    logs = s1.client("logs")
+    wait_for(lambda: len(marked(logs, name, "RUN")) >= ran_before + 20, timeout=60,
+             what="the resumed drain to progress")
+    depth2 = metric(s1, "nimbus_async_queue_depth")
+    ran_before2 = len(marked(logs, name, "RUN"))
+    kill(s1)
+    assert depth2 > 0, "the resumed server was killed mid-drain"
 
     s2 = own_server(data, args)
     logs = s2.client("logs")
@@ -508,9 +579,42 @@ def test_kill_9_mid_drain_loses_no_accepted_event(own_server, tmp_path):
 
     done = wait_for(lambda: (lambda r: r if r >= accepted else None)(ran()), timeout=90,
                     what="every accepted event to run")
-    assert done == accepted
+    # Events committed whose 202 the kill cut off may run too; nothing else.
+    assert done >= accepted and done <= set(range(total))
     wait_for(lambda: metric(s2, "nimbus_async_queue_depth") == 0, what="an empty queue")
     runs = marked(logs, name, "RUN")
     assert s2.stop() == 0, "a drained server still stops cleanly on SIGTERM"
-    print(f"crash test: {total} accepted, {len(runs)} runs ({len(runs) - total} repeated), "
-          f"depth at kill {depth:.0f}")
+    print(f"crash test: {len(accepted)} of {total} accepted before the kill "
+          f"(+{len(done - accepted)} committed without their 202), {len(runs)} runs "
+          f"({len(runs) - len(done)} repeated); kill 1: depth {depth:.0f}, {ran_before} had run; "
+          f"kill 2: depth {depth2:.0f}, {ran_before2} had run")
+
+
+SLEEPER = """
+import time
+def lambda_handler(event, context):
+    time.sleep(1)
+    print("RUN %d" % event["n"])
+"""
+
+
+def test_sigterm_keeps_queued_events_for_the_next_start(own_server, tmp_path):
+    data = tmp_path / "graceful"
+    args = ["--async-retry-base-ms", "200", "--concurrency", "2"]
+    s = own_server(data, args)
+    lam = s.client("lambda")
+    name = unique("graceful")
+    lam.create_function(FunctionName=name, Runtime=os.environ.get("NIMBUS_E2E_RUNTIME",
+                                                                  "python3.11"),
+                        Role=ROLE, Handler="lambda_function.lambda_handler",
+                        Code={"ZipFile": py_zip(SLEEPER)}, Timeout=5)
+    for n in range(10):
+        invoke_event(lam, name, {"n": n})
+    wait_for(lambda: metric(s, "nimbus_async_in_flight") >= 1, what="attempts running")
+    started = time.monotonic()
+    assert s.stop() == 0, "SIGTERM with attempts running and events queued exits cleanly"
+    assert time.monotonic() - started < 15
+    s2 = own_server(data, args)
+    logs = s2.client("logs")
+    wait_for(lambda: {int(t) for t in marked(logs, name, "RUN")} >= set(range(10)), timeout=60,
+             what="every event to run after the restart")

@@ -167,6 +167,11 @@ pub struct FunctionSpec {
     /// Provisioned concurrency configurations, one per version or alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provisioned: Vec<ProvisionedConcurrency>,
+    /// `DeadLetterConfig.TargetArn`: where asynchronous events that failed
+    /// for good go (an SQS queue ARN names a queue of nimbus's dead-letter
+    /// store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -234,6 +239,7 @@ impl FunctionSpec {
             && self.ephemeral_storage_mb == other.ephemeral_storage_mb
             && self.environment == other.environment
             && self.architectures == other.architectures
+            && self.dead_letter_target == other.dead_letter_target
     }
 
     /// The version this spec is: `$LATEST` or its number.
@@ -303,6 +309,8 @@ pub struct FunctionSettings {
     pub memory_mb: Option<i64>,
     pub ephemeral_storage_mb: Option<i64>,
     pub environment: Option<BTreeMap<String, String>>,
+    /// `DeadLetterConfig.TargetArn`; `Some("")` removes it.
+    pub dead_letter_target: Option<String>,
 }
 
 /// Environment variables the Lambda runtime sets itself; a function may not

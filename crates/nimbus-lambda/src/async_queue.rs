@@ -90,8 +90,10 @@ struct Counters {
 struct Schedule {
     /// Waiting events by (due time, arrival order).
     pending: BTreeMap<(i64, u64), QueuedEvent>,
-    /// Running events: id → enqueued time.
-    in_flight: HashMap<String, i64>,
+    /// Running events: id → (enqueued time, function).
+    in_flight: HashMap<String, (i64, String)>,
+    /// Running events per function.
+    running: HashMap<String, usize>,
     /// Every id known (pending or in flight), so a reload adds none twice.
     known: std::collections::HashSet<String>,
     seq: u64,
@@ -146,6 +148,20 @@ fn spawn_committer(
     Ok(tx)
 }
 
+impl Schedule {
+    /// An event is no longer running.
+    fn stopped(&mut self, id: &str) {
+        if let Some((_, function)) = self.in_flight.remove(id)
+            && let Some(n) = self.running.get_mut(&function)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&function);
+            }
+        }
+    }
+}
+
 impl AsyncQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(|e| e.into_inner())
@@ -166,7 +182,7 @@ impl AsyncQueue {
     /// Puts a running event back to wait.
     fn requeue(&self, ev: QueuedEvent) {
         let mut s = self.lock();
-        s.in_flight.remove(&ev.id);
+        s.stopped(&ev.id);
         s.seq += 1;
         let seq = s.seq;
         s.pending.insert((ev.next_ms, seq), ev);
@@ -176,29 +192,47 @@ impl AsyncQueue {
 
     fn release(&self, id: &str) {
         let mut s = self.lock();
-        s.in_flight.remove(id);
+        s.stopped(id);
         s.known.remove(id);
         drop(s);
         self.wake.notify_one();
     }
 
-    /// Due events, as many as `limit` running allows; and when the next
-    /// waiting one is due.
-    fn take_ready(&self, now: i64, limit: usize) -> (Vec<QueuedEvent>, Option<i64>) {
+    /// Due events, oldest due first, as many as `limit` running allows
+    /// and no more of one function than its `cap` (its reserved
+    /// concurrency: more would only be throttled); and when the next
+    /// waiting one falls due (a capped one waits for a release instead).
+    fn take_ready(
+        &self,
+        now: i64,
+        limit: usize,
+        cap: &dyn Fn(&str) -> Option<usize>,
+    ) -> (Vec<QueuedEvent>, Option<i64>) {
         let mut s = self.lock();
-        let mut ready = Vec::new();
-        while s.in_flight.len() < limit {
-            let Some(entry) = s.pending.first_entry() else {
-                break;
-            };
-            if entry.key().0 > now {
+        let mut take = Vec::new();
+        let mut extra: HashMap<&str, usize> = HashMap::new();
+        for (key, ev) in s.pending.range(..(now.saturating_add(1), 0)) {
+            if s.in_flight.len() + take.len() >= limit {
                 break;
             }
-            let ev = entry.remove();
-            s.in_flight.insert(ev.id.clone(), ev.enqueued_ms);
-            ready.push(ev);
+            let running = s.running.get(&ev.function).copied().unwrap_or(0);
+            let more = extra.entry(ev.function.as_str()).or_default();
+            if cap(&ev.function).is_some_and(|c| running + *more >= c) {
+                continue;
+            }
+            *more += 1;
+            take.push(*key);
         }
-        let next = s.pending.keys().next().map(|k| k.0);
+        let mut ready = Vec::with_capacity(take.len());
+        for key in take {
+            if let Some(ev) = s.pending.remove(&key) {
+                *s.running.entry(ev.function.clone()).or_default() += 1;
+                s.in_flight
+                    .insert(ev.id.clone(), (ev.enqueued_ms, ev.function.clone()));
+                ready.push(ev);
+            }
+        }
+        let next = s.pending.keys().map(|k| k.0).find(|t| *t > now);
         (ready, next)
     }
 
@@ -268,9 +302,11 @@ pub(crate) fn advance_lineage(header: Option<&str>, function_arn: &str) -> (Stri
     let mut fields: Vec<String> = Vec::new();
     let mut entries: Vec<(String, u32)> = Vec::new();
     let mut has_root = false;
-    for field in header.unwrap_or_default().split(';') {
+    // The header came from a client: keep what can go back out in an HTTP
+    // header (visible ASCII), and not without bound.
+    for field in header.unwrap_or_default().split(';').take(16) {
         let field = field.trim();
-        if field.is_empty() {
+        if field.is_empty() || field.len() > 1024 || !field.bytes().all(|b| b.is_ascii_graphic()) {
             continue;
         }
         match field.split_once('=') {
@@ -302,7 +338,9 @@ pub(crate) fn advance_lineage(header: Option<&str>, function_arn: &str) -> (Stri
                 &id[..24]
             ),
         );
-        fields.push("Sampled=0".into());
+        if !fields.iter().any(|f| f.starts_with("Sampled=")) {
+            fields.push("Sampled=0".into());
+        }
     }
     let count = match entries.iter_mut().find(|(k, _)| *k == me) {
         Some((_, n)) => {
@@ -404,7 +442,7 @@ impl LambdaService {
             .pending
             .values()
             .map(|e| e.enqueued_ms)
-            .chain(s.in_flight.values().copied())
+            .chain(s.in_flight.values().map(|(t, _)| *t))
             .min()
             .map_or(0, |t| (now - t).max(0) as u64);
         let c = &q.counters;
@@ -524,7 +562,8 @@ impl LambdaService {
                     .await;
                 } else {
                     self.queue.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    ev.next_ms = now_ms() + base * i64::from(ev.attempts);
+                    ev.next_ms =
+                        now_ms().saturating_add(base.saturating_mul(i64::from(ev.attempts)));
                     ev.last_error = Some(format!("function error: {error}"));
                     self.reschedule(ev).await;
                 }
@@ -535,9 +574,11 @@ impl LambdaService {
                     .throttle_retries
                     .fetch_add(1, Ordering::Relaxed);
                 let delay = (age_ms / 4).clamp((base / 60).max(1), base.saturating_mul(5));
-                ev.next_ms = now_ms() + delay;
+                ev.next_ms = now_ms().saturating_add(delay);
                 ev.last_error = Some(why);
-                self.reschedule(ev).await;
+                // Not an attempt: the row stays as it is (after a crash
+                // the event is simply due at once).
+                self.queue.requeue(ev);
             }
             Ended::Fatal(why) => {
                 self.failed(ev, &origin, Condition::FunctionNotFound, why, None)
@@ -563,6 +604,18 @@ impl LambdaService {
                     .await;
             }
         }
+    }
+
+    /// How many events of `function` may run at once: its reserved
+    /// concurrency (at least 1, so that a function reserved at 0 still
+    /// sees its events throttled and, in time, expire).
+    fn async_cap(&self, function: &str) -> Option<usize> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(function)
+            .and_then(|l| l.spec.reserved_concurrency)
+            .map(|n| (n as usize).max(1))
     }
 
     async fn logs_committed(&self) {
@@ -673,13 +726,19 @@ impl LambdaService {
         let condition_name = condition.as_str();
         tracing::warn!(function = %ev.function, request_id = %ev.id, condition = condition_name,
             "asynchronous invocation failed for good: {reason}");
-        let cfg = self.event_config_for(&FunctionRef {
+        let f = FunctionRef {
             name: ev.function.clone(),
             qualifier: ev.qualifier.clone(),
+        };
+        // An OnFailure destination first, else the version's DeadLetterConfig.
+        let destination = self.event_config_for(&f).on_failure.or_else(|| {
+            self.resolve(&f)
+                .ok()
+                .and_then(|t| t.spec().dead_letter_target.clone())
         });
         let mut ev = ev;
         ev.last_error = Some(reason);
-        self.finish(ev, origin, cfg.on_failure, condition_name, last)
+        self.finish(ev, origin, destination, condition_name, last)
             .await;
     }
 
@@ -780,7 +839,8 @@ async fn dispatch(service: Weak<LambdaService>, queue: Arc<AsyncQueue>) {
         };
         let limit = svc.engine.account_concurrency().max(1) as usize;
         let now = now_ms();
-        let (ready, next) = queue.take_ready(now, limit);
+        let cap = |function: &str| svc.async_cap(function);
+        let (ready, next) = queue.take_ready(now, limit, &cap);
         for ev in ready {
             tokio::spawn(svc.clone().attempt(ev));
         }
@@ -798,6 +858,48 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:f";
+
+    fn ev(id: &str, function: &str, next_ms: i64) -> QueuedEvent {
+        QueuedEvent {
+            id: id.into(),
+            function: function.into(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            origin: "{}".into(),
+            enqueued_ms: 0,
+            attempts: 0,
+            next_ms,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn due_events_start_within_the_account_and_function_limits() {
+        let q = AsyncQueue::default();
+        for (i, f) in ["a", "a", "a", "b", "b"].iter().enumerate() {
+            q.push(ev(&format!("e{i}"), f, 10));
+        }
+        q.push(ev("later", "b", 500));
+        let cap = |f: &str| (f == "a").then_some(1);
+        let (ready, next) = q.take_ready(100, 10, &cap);
+        let ids: Vec<&str> = ready.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e0", "e3", "e4"], "a is capped at 1, b is not");
+        assert_eq!(
+            next,
+            Some(500),
+            "capped events wait for a release, not a timer"
+        );
+        let (again, _) = q.take_ready(100, 10, &cap);
+        assert!(again.is_empty(), "a's one slot is taken");
+        q.release("e0");
+        let (after, _) = q.take_ready(100, 10, &cap);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].function, "a");
+        // The account limit counts every running event.
+        let (none, _) = q.take_ready(1000, 4, &|_| None);
+        assert_eq!(none.len(), 1, "3 running + 1 = the limit of 4");
+        assert_eq!(q.lock().pending.len(), 1);
+    }
 
     #[test]
     fn lineage_counts_runs_of_each_function() {
@@ -833,5 +935,8 @@ mod tests {
         assert!(out.contains("Parent=53995c3f42cd8ad8"));
         let (_, n) = advance_lineage(Some("Root=1-x;Lineage=garbage|zz:notanumber"), ARN);
         assert_eq!(n, 0);
+        let (out, _) = advance_lineage(Some("Foo=caf\u{e9};Sampled=1;Bar=a b"), ARN);
+        assert!(out.is_ascii() && !out.contains(' '), "{out}");
+        assert_eq!(out.matches("Sampled=").count(), 1, "{out}");
     }
 }

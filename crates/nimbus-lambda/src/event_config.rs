@@ -246,6 +246,21 @@ impl LambdaService {
         }
     }
 
+    /// A `DeadLetterConfig.TargetArn` as stored: `None` for none (or `""`);
+    /// an SQS queue ARN (a queue of nimbus's dead-letter store) otherwise.
+    pub(crate) fn dead_letter_target(&self, arn: Option<&str>) -> LambdaResult<Option<String>> {
+        match arn.filter(|a| !a.is_empty()) {
+            None => Ok(None),
+            Some(a) => match self.destination(a) {
+                Some(Destination::DeadLetterQueue(_)) => Ok(Some(a.to_string())),
+                _ => Err(LambdaError::InvalidParameterValue(format!(
+                    "The DeadLetterConfig TargetArn {a} is invalid: nimbus keeps dead letters in its own \
+                     store, named by an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:QUEUE)"
+                ))),
+            },
+        }
+    }
+
     /// The function and qualifier a configuration request names (which
     /// must exist).
     fn config_target(&self, f: &FunctionRef) -> LambdaResult<(String, String)> {

@@ -428,6 +428,7 @@ impl LambdaService {
             aliases: Vec::new(),
             reserved_concurrency: None,
             provisioned: Vec::new(),
+            dead_letter_target: self.dead_letter_target(s.dead_letter_target.as_deref())?,
         };
         if !self
             .store
@@ -603,6 +604,9 @@ impl LambdaService {
         }
         if let Some(v) = s.environment {
             spec.environment = v;
+        }
+        if let Some(v) = s.dead_letter_target.as_deref() {
+            spec.dead_letter_target = self.dead_letter_target(Some(v))?;
         }
         self.commit(spec)
     }

@@ -222,6 +222,7 @@ pub fn store_test_suite(store: &dyn Store) {
         aliases: Vec::new(),
         reserved_concurrency: None,
         provisioned: Vec::new(),
+        dead_letter_target: None,
     };
     assert!(store.list_functions().unwrap().is_empty());
     assert!(store.create_function(&spec("b")).unwrap());

@@ -139,6 +139,9 @@ pub(crate) async fn create(
             memory_mb: req.memory_size,
             ephemeral_storage_mb: req.ephemeral_storage.and_then(|e| e.size),
             environment: req.environment.and_then(|e| e.variables),
+            dead_letter_target: req
+                .dead_letter_config
+                .map(|d| d.target_arn.unwrap_or_default()),
         },
         zip,
         package_type: req.package_type,

@@ -48,6 +48,14 @@ pub(crate) struct CreateFunctionRequest {
     pub(crate) tags: Option<BTreeMap<String, String>>,
     pub(crate) ephemeral_storage: Option<EphemeralStorageShape>,
     pub(crate) publish: Option<bool>,
+    pub(crate) dead_letter_config: Option<DeadLetterConfigShape>,
+}
+
+/// DeadLetterConfig.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DeadLetterConfigShape {
+    pub(crate) target_arn: Option<String>,
 }
 
 /// UpdateFunctionConfigurationRequest.
@@ -63,6 +71,7 @@ pub(crate) struct UpdateConfigurationRequest {
     pub(crate) environment: Option<EnvironmentShape>,
     pub(crate) ephemeral_storage: Option<EphemeralStorageShape>,
     pub(crate) revision_id: Option<String>,
+    pub(crate) dead_letter_config: Option<DeadLetterConfigShape>,
 }
 
 /// UpdateFunctionCodeRequest.
@@ -90,6 +99,10 @@ impl UpdateConfigurationRequest {
             ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
             // `Environment: {}` clears the variables, as in Lambda.
             environment: self.environment.map(|e| e.variables.unwrap_or_default()),
+            // `DeadLetterConfig: {}` removes the target.
+            dead_letter_target: self
+                .dead_letter_config
+                .map(|d| d.target_arn.unwrap_or_default()),
         };
         (s, self.revision_id)
     }
@@ -148,6 +161,9 @@ pub(crate) fn configuration(spec: &FunctionSpec, id: &Identity) -> Value {
     });
     if !spec.environment.is_empty() {
         v["Environment"] = json!({"Variables": spec.environment});
+    }
+    if let Some(arn) = &spec.dead_letter_target {
+        v["DeadLetterConfig"] = json!({"TargetArn": arn});
     }
     v
 }
