@@ -340,6 +340,7 @@ pub(crate) fn operation(
             http::Method::GET => op("nimbus:ListDeadLetters", "*"),
             _ => op("nimbus:ReplayDeadLetters", "*"),
         },
+        "nimbus" if path == "/_nimbus/triggers" => op("nimbus:ListTriggers", "*"),
         "nimbus" => op("nimbus:GetUsage", "*"),
         other => op(format!("{other}:UnknownOperation"), "*"),
     }

@@ -13,7 +13,8 @@
 //! - SigV4 authentication of all of the above (module `auth`);
 //! - nimbus's own endpoints under `/_nimbus/`: health, presigned
 //!   downloads of deployment packages (GetFunction's `Code.Location`), and
-//!   metered usage (`/_nimbus/usage`, module `usage`);
+//!   metered usage (`/_nimbus/usage`, module `usage`), the event sources
+//!   wired to a function (`/_nimbus/triggers`, module `triggers`);
 //! - Prometheus metrics on `/metrics` (module `metrics`);
 //! - the S3 API of the object store (`nimbus_s3`), for requests whose
 //!   credential scope names `s3` or whose Host is a virtual-hosted bucket
@@ -34,8 +35,9 @@ mod lambda;
 mod logs;
 mod metrics;
 mod paging;
-mod scheduler;
 mod s3;
+mod scheduler;
+mod triggers;
 mod usage;
 
 use std::sync::Arc;
@@ -99,6 +101,7 @@ fn aws_router(state: AppState) -> Router {
         .route("/_nimbus/usage", get(usage::get))
         .route("/_nimbus/dlq", get(dlq::list))
         .route("/_nimbus/dlq/replay", post(dlq::replay))
+        .route("/_nimbus/triggers", get(triggers::list))
         .route("/metrics", get(metrics::render))
         .route("/", post(aws_json_dispatch))
         .merge(lambda::routes())

@@ -7,6 +7,7 @@ mod client;
 mod dlq;
 mod s3;
 mod serve;
+mod trigger;
 mod usage;
 
 use std::path::PathBuf;
@@ -50,6 +51,10 @@ enum Command {
     /// (nimbus's dead-letter store).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Show the event sources wired to a function (S3 notifications,
+    /// EventBridge rules, Scheduler schedules).
+    #[command(subcommand)]
+    Trigger(trigger::TriggerCommand),
 }
 
 /// Where nimbus keeps its data unless told otherwise: `$NIMBUS_DATA_DIR`,
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => client::logs(args).await,
             Command::Usage(args) => usage::usage(args).await,
             Command::Dlq(cmd) => dlq::dlq(cmd).await,
+            Command::Trigger(cmd) => trigger::trigger(cmd).await,
         }
     });
     match result {
