@@ -301,3 +301,30 @@ def test_a_restart_fires_no_tick_twice_and_only_the_latest_missed_one(own_server
     m = re.search(r"missed ticks.*firing only the most recent, (\S+Z)", log)
     assert m, log[-3000:]
     assert m.group(1) in [e["time"] for e in envelopes]
+
+
+def metric(srv, name):
+    import urllib.request
+    with urllib.request.urlopen(srv.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(rf"^{name} (\d+)$", text, re.M)
+    assert m, text[-2000:]
+    return int(m.group(1))
+
+
+def test_a_delivery_that_keeps_failing_is_dead_lettered(fast):
+    """A schedule whose function does not exist: the hand-off fails, is not
+    retried past MaximumRetryAttempts, and lands in the dead letters."""
+    sch = fast.client("scheduler")
+    before = metric(fast, "nimbus_schedule_dead_letters_total")
+    fired = metric(fast, "nimbus_schedule_ticks_fired_total")
+    sch.create_schedule(
+        Name="to-nowhere", ScheduleExpression="rate(1 minute)",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target={"Arn": fn_arn("does-not-exist"), "RoleArn": scheduler_role(fast),
+                "RetryPolicy": {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60},
+                "DeadLetterConfig": {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:dlq"}})
+    wait_for(lambda: metric(fast, "nimbus_schedule_dead_letters_total") > before, timeout=15,
+             what="a dead letter")
+    sch.delete_schedule(Name="to-nowhere")
+    assert metric(fast, "nimbus_schedule_ticks_fired_total") > fired

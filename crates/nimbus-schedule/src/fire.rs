@@ -169,7 +169,7 @@ pub(crate) fn scheduled_event(place: &crate::Place, rule_arn: &str, tick_ms: i64
 }
 
 /// Exponential backoff between hand-off attempts, on the schedule clock:
-/// 1 s, 2 s, 4 s ... at most 60 s.
+/// 2 s, 4 s, 8 s ... at most 64 s.
 fn backoff_ms(attempts: u32) -> i64 {
     1000 * (1i64 << attempts.min(6))
 }
@@ -257,6 +257,8 @@ impl Schedules {
                 l.cursor_ms = tick;
             }
             fired_any = true;
+            self.ticks_fired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Rules.
         let names: Vec<String> = inner.rules.keys().cloned().collect();
@@ -326,6 +328,8 @@ impl Schedules {
                 l.cursor_ms = tick;
             }
             fired_any = true;
+            self.ticks_fired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if fired_any {
             self.fired.notify_one();
