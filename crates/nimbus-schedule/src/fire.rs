@@ -220,7 +220,20 @@ impl Schedules {
                 now_ms,
             );
             earliest(d.next_due_ms);
-            let Some(tick) = d.fire else { continue };
+            let Some(tick) = d.fire else {
+                // A recurring schedule past its EndDate has completed too.
+                let ended = s.end_date_ms.is_some_and(|end| now_ms > end)
+                    && d.next_due_ms.is_none()
+                    && !expr.is_one_time();
+                if ended && s.delete_after_completion {
+                    let tx = inner.conn.transaction()?;
+                    store::delete_schedule(&tx, &key.0, &key.1)?;
+                    tx.commit()?;
+                    inner.schedules.remove(&key);
+                    tracing::info!(schedule = %arn, "schedule past its EndDate completed and deleted");
+                }
+                continue;
+            };
             log_skips(&arn, &d, tick);
             let row = OutboxRow {
                 id: format!("{}", uuid::Uuid::new_v4()),
