@@ -350,6 +350,95 @@ pub(crate) fn operation(
 mod tests {
     use super::*;
 
+    #[test]
+    fn schedules_and_rules_map_to_their_actions() {
+        let id = Identity::default();
+        let (r, a) = (id.region.clone(), id.account_id.clone());
+        let run = |service: &str,
+                   m: http::Method,
+                   path: &str,
+                   q: Option<&str>,
+                   t: Option<&str>,
+                   b: &str| {
+            let o = operation(service, &m, path, q, t, b.as_bytes(), &id).expect("an operation");
+            (o.action, o.resource)
+        };
+        assert_eq!(
+            run(
+                "scheduler",
+                http::Method::POST,
+                "/schedules/nightly",
+                None,
+                None,
+                "{}"
+            ),
+            (
+                "scheduler:CreateSchedule".into(),
+                format!("arn:aws:scheduler:{r}:{a}:schedule/default/nightly")
+            )
+        );
+        assert_eq!(
+            run(
+                "scheduler",
+                http::Method::DELETE,
+                "/schedules/n",
+                Some("groupName=g"),
+                None,
+                ""
+            ),
+            (
+                "scheduler:DeleteSchedule".into(),
+                format!("arn:aws:scheduler:{r}:{a}:schedule/g/n")
+            )
+        );
+        assert_eq!(
+            run("scheduler", http::Method::GET, "/schedules", None, None, "").0,
+            "scheduler:ListSchedules"
+        );
+        assert_eq!(
+            run(
+                "scheduler",
+                http::Method::GET,
+                "/schedule-groups/default",
+                None,
+                None,
+                ""
+            ),
+            (
+                "scheduler:GetScheduleGroup".into(),
+                format!("arn:aws:scheduler:{r}:{a}:schedule-group/default")
+            )
+        );
+        assert_eq!(
+            run(
+                "events",
+                http::Method::POST,
+                "/",
+                None,
+                Some("AWSEvents.PutRule"),
+                r#"{"Name":"tick"}"#
+            ),
+            (
+                "events:PutRule".into(),
+                format!("arn:aws:events:{r}:{a}:rule/tick")
+            )
+        );
+        assert_eq!(
+            run(
+                "events",
+                http::Method::POST,
+                "/",
+                None,
+                Some("AWSEvents.PutTargets"),
+                r#"{"Rule":"tick"}"#
+            ),
+            (
+                "events:PutTargets".into(),
+                format!("arn:aws:events:{r}:{a}:rule/tick")
+            )
+        );
+    }
+
     fn check(service: &str, method: http::Method, path: &str, body: &str) -> (String, String) {
         let (path, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),

@@ -194,7 +194,7 @@ fn run(state: &AppState, op: &str, v: &Value) -> Result<Value, EventsError> {
                 ));
             };
             let enabled = match str_of(v, "State").as_deref() {
-                None | Some("ENABLED") => true,
+                None | Some("ENABLED" | "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS") => true,
                 Some("DISABLED") => false,
                 Some(other) => {
                     return Err(EventsError(

@@ -29,6 +29,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let mut text = exposition(&state.lambda.metrics(), &state.lambda.environments());
     text.push_str(&async_exposition(&state.lambda.async_stats()));
+    schedules(&mut text, &state.schedules);
     ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
@@ -103,6 +104,21 @@ pub(crate) fn async_exposition(s: &nimbus_lambda::AsyncStats) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
+}
+
+/// The schedules' counters: ticks fired, and deliveries given up on.
+fn schedules(out: &mut String, s: &nimbus_schedule::Schedules) {
+    let _ = writeln!(
+        out,
+        "# HELP nimbus_schedule_ticks_fired_total Schedule and rule ticks fired (since the server started).\n\
+         # TYPE nimbus_schedule_ticks_fired_total counter\n\
+         nimbus_schedule_ticks_fired_total {}\n\
+         # HELP nimbus_schedule_dead_letters_total Scheduled deliveries that failed past their retry policy (kept in the database).\n\
+         # TYPE nimbus_schedule_dead_letters_total counter\n\
+         nimbus_schedule_dead_letters_total {}",
+        s.fired_count(),
+        s.dead_letter_count()
+    );
 }
 
 /// A label value, escaped as the format requires.

@@ -325,9 +325,13 @@ impl Cron {
 
     /// The first local time matching after `after`, in `tz`.
     fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        // Start a day early: local midnight may be before `after` in UTC
-        // terms by up to the zone's offset.
-        let start = after.with_timezone(&tz).date_naive().pred_opt()?;
+        // Local times more than a DST shift (at most a few hours) before
+        // `after`'s own local time cannot come after it.
+        let threshold = after
+            .with_timezone(&tz)
+            .naive_local()
+            .checked_sub_signed(Duration::hours(3))?;
+        let start = threshold.date();
         let mut year = start.year();
         while year <= YEAR_MAX as i32 {
             if !self.years.has((year - YEAR_MIN as i32).max(0) as u32) || year < YEAR_MIN as i32 {
@@ -346,7 +350,9 @@ impl Cron {
                         continue;
                     }
                     for hour in 0..24 {
-                        if !self.hours.has(hour) {
+                        if !self.hours.has(hour)
+                            || date.and_hms_opt(hour, 59, 59).is_none_or(|t| t < threshold)
+                        {
                             continue;
                         }
                         for minute in 0..60 {
@@ -447,7 +453,7 @@ impl Expression {
                 let elapsed = (after - anchor).num_seconds();
                 // The first tick is one period after the anchor.
                 let k = if elapsed < 0 { 1 } else { elapsed / period + 1 };
-                Some(anchor + Duration::seconds(k.checked_mul(*period)?))
+                anchor.checked_add_signed(Duration::try_seconds(k.checked_mul(*period)?)?)
             }
             Expression::At(local) => {
                 let t = tz
@@ -455,8 +461,8 @@ impl Expression {
                     .earliest()
                     // A time in a spring-forward gap fires when the gap ends.
                     .or_else(|| {
-                        tz.from_local_datetime(&(*local + Duration::hours(1)))
-                            .earliest()
+                        let later = local.checked_add_signed(Duration::hours(1))?;
+                        tz.from_local_datetime(&later).earliest()
                     })?
                     .with_timezone(&Utc);
                 (t > after).then_some(t)
@@ -875,6 +881,22 @@ mod tests {
             );
         }
         assert!(Expression::parse("at(2026-01-01T00:00:00)", Dialect::Events).is_err());
+        // Extremes answer without panicking.
+        let far = utc("2100-01-01T00:00:00Z");
+        for (text, anchor) in [
+            ("rate(999999999 days)", far),
+            ("at(+262142-12-31T23:59:59)", far),
+            ("cron(0 0 31 2 ? *)", far),
+        ] {
+            if let Ok(e) = Expression::parse(text, Dialect::Scheduler) {
+                let _ = e.next_after(far, anchor, Tz::UTC);
+                let _ = e.next_after(
+                    far,
+                    anchor,
+                    parse_timezone(Some("Pacific/Chatham")).unwrap(),
+                );
+            }
+        }
         assert!(parse_timezone(Some("Mars/Olympus")).is_err());
     }
 }

@@ -169,7 +169,7 @@ pub(crate) fn scheduled_event(place: &crate::Place, rule_arn: &str, tick_ms: i64
 }
 
 /// Exponential backoff between hand-off attempts, on the schedule clock:
-/// 1 s, 2 s, 4 s ... at most 60 s.
+/// 2 s, 4 s, 8 s ... at most 64 s.
 fn backoff_ms(attempts: u32) -> i64 {
     1000 * (1i64 << attempts.min(6))
 }
@@ -220,7 +220,20 @@ impl Schedules {
                 now_ms,
             );
             earliest(d.next_due_ms);
-            let Some(tick) = d.fire else { continue };
+            let Some(tick) = d.fire else {
+                // A recurring schedule past its EndDate has completed too.
+                let ended = s.end_date_ms.is_some_and(|end| now_ms > end)
+                    && d.next_due_ms.is_none()
+                    && !expr.is_one_time();
+                if ended && s.delete_after_completion {
+                    let tx = inner.conn.transaction()?;
+                    store::delete_schedule(&tx, &key.0, &key.1)?;
+                    tx.commit()?;
+                    inner.schedules.remove(&key);
+                    tracing::info!(schedule = %arn, "schedule past its EndDate completed and deleted");
+                }
+                continue;
+            };
             log_skips(&arn, &d, tick);
             let row = OutboxRow {
                 id: format!("{}", uuid::Uuid::new_v4()),
@@ -257,6 +270,8 @@ impl Schedules {
                 l.cursor_ms = tick;
             }
             fired_any = true;
+            self.ticks_fired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         // Rules.
         let names: Vec<String> = inner.rules.keys().cloned().collect();
@@ -326,6 +341,8 @@ impl Schedules {
                 l.cursor_ms = tick;
             }
             fired_any = true;
+            self.ticks_fired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if fired_any {
             self.fired.notify_one();

@@ -122,6 +122,7 @@ pub struct Schedules {
     /// Wakes the deliverer after a fire.
     fired: tokio::sync::Notify,
     dead_letters: std::sync::atomic::AtomicU64,
+    ticks_fired: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Schedules {
@@ -217,6 +218,7 @@ impl Schedules {
             changed: tokio::sync::Notify::new(),
             fired: tokio::sync::Notify::new(),
             dead_letters: dead.into(),
+            ticks_fired: 0.into(),
         })
     }
 
@@ -233,6 +235,11 @@ impl Schedules {
         // A poisoned lock means a panic mid-operation; the SQLite
         // transaction rolled back and memory is only updated after commit.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ticks fired since the server started.
+    pub fn fired_count(&self) -> u64 {
+        self.ticks_fired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ticks that could not be delivered within their retry policy.

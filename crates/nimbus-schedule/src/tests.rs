@@ -301,3 +301,24 @@ async fn a_failing_hand_off_is_retried_then_dead_lettered() {
     assert_eq!(s.dead_letter_count(), 1);
     assert_eq!(inv.0.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_recurring_schedule_past_its_end_date_deletes_itself_when_asked() {
+    let s = Schedules::open(place(), None, 1).unwrap();
+    let now = s.clock.now_ms();
+    let mut ending = schedule("ending", "rate(1 minute)");
+    ending.end_date_ms = Some(now + 150_000);
+    ending.delete_after_completion = true;
+    s.create_schedule(ending).unwrap();
+    let mut kept = schedule("kept", "rate(1 minute)");
+    kept.end_date_ms = Some(now + 150_000);
+    s.create_schedule(kept).unwrap();
+    s.fire_due(now + MIN).unwrap();
+    s.fire_due(now + 2 * MIN).unwrap();
+    assert_eq!(outbox(&s).len(), 4);
+    // The third minute is after EndDate: no fire, and "ending" is gone.
+    s.fire_due(now + 3 * MIN).unwrap();
+    assert_eq!(outbox(&s).len(), 4);
+    assert!(s.get_schedule(None, "ending").is_err());
+    assert!(s.get_schedule(None, "kept").is_ok());
+}
