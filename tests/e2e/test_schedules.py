@@ -152,14 +152,46 @@ def test_a_rate_rule_fires_its_function_once_per_tick(fast, tmp_path):
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
-def scheduler_role(srv):
+INVOKE_ANY_FUNCTION = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "lambda:InvokeFunction",
+     "Resource": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:*"}]}
+
+
+def scheduler_role(srv, name="scheduler-e2e-role", may_invoke=True):
+    """A role Scheduler may assume; Scheduler invokes as this role, so it
+    needs lambda:InvokeFunction (as on AWS), unless `may_invoke` is False."""
     iam = srv.client("iam")
-    name = "scheduler-e2e-role"
     try:
         iam.get_role(RoleName=name)
     except ClientError:
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(SCHEDULER_TRUST))
+        if may_invoke:
+            iam.put_role_policy(RoleName=name, PolicyName="invoke",
+                                PolicyDocument=json.dumps(INVOKE_ANY_FUNCTION))
     return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+def test_a_schedule_invokes_with_its_role_permissions(fast):
+    """Scheduler assumes the schedule's role to invoke: a role without
+    lambda:InvokeFunction gets nothing delivered (the tick is dead-lettered),
+    and once the role may invoke, the next ticks arrive. No resource policy
+    on the function is involved."""
+    name = make_recorder(fast, "schedrole")
+    role = scheduler_role(fast, "scheduler-no-invoke", may_invoke=False)
+    sch = fast.client("scheduler")
+    before = metric(fast, "nimbus_schedule_dead_letters_total")
+    sch.create_schedule(
+        Name="as-role", ScheduleExpression="rate(1 minute)", FlexibleTimeWindow={"Mode": "OFF"},
+        Target={"Arn": fn_arn(name), "RoleArn": role, "Input": '{"as": "role"}',
+                "RetryPolicy": {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}})
+    wait_for(lambda: metric(fast, "nimbus_schedule_dead_letters_total") > before, timeout=15,
+             what="the refused tick to be dead-lettered")
+    assert received(fast, name)[0] == []
+    fast.client("iam").put_role_policy(RoleName="scheduler-no-invoke", PolicyName="invoke",
+                                       PolicyDocument=json.dumps(INVOKE_ANY_FUNCTION))
+    wait_for(lambda: {"as": "role"} in received(fast, name)[0], timeout=20,
+             what="a tick delivered once the role may invoke")
+    sch.delete_schedule(Name="as-role")
 
 
 def test_a_schedule_delivers_its_input_and_one_time_schedules_delete_themselves(fast):

@@ -493,6 +493,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         lambda.identity(),
         args.schedule_time_scale,
         &lambda,
+        &iam,
     )
     .await?;
     let s3 = crate::s3::open(&data_dir, &args.s3_domain, &lambda, &keys, &iam).await?;
@@ -555,6 +556,7 @@ async fn open_schedules(
     identity: &Identity,
     time_scale: u32,
     lambda: &Arc<LambdaService>,
+    iam: &Arc<nimbus_iam::IamService>,
 ) -> Result<(Arc<nimbus_schedule::Schedules>, nimbus_schedule::Running)> {
     if time_scale == 0 {
         bail!("--schedule-time-scale must be at least 1");
@@ -575,14 +577,56 @@ async fn open_schedules(
         );
     }
     let schedules = Arc::new(schedules);
-    let running = schedules.spawn(Arc::new(ScheduleInvoker(lambda.clone())));
+    let running = schedules.spawn(Arc::new(ScheduleInvoker {
+        lambda: lambda.clone(),
+        iam: iam.clone(),
+    }));
     Ok((schedules, running))
 }
 
 /// Delivers fired schedule ticks as asynchronous invocations, with the
 /// service principal and source ARN the function's resource policy is
 /// checked against.
-struct ScheduleInvoker(Arc<LambdaService>);
+struct ScheduleInvoker {
+    lambda: Arc<LambdaService>,
+    iam: Arc<nimbus_iam::IamService>,
+}
+
+impl ScheduleInvoker {
+    /// Whether a Scheduler schedule's execution role may invoke
+    /// `function_arn`: Scheduler assumes the role and calls Invoke with it,
+    /// so the role's permission policies decide, as on AWS.
+    fn role_may_invoke(&self, role_arn: &str, function_arn: &str) -> Result<(), String> {
+        let role = self.iam.role_by_arn(role_arn).ok_or_else(|| {
+            format!(
+                "AccessDeniedException: the schedule's execution role {role_arn} does not exist"
+            )
+        })?;
+        let session_arn = format!(
+            "arn:aws:sts::{}:assumed-role/{}/nimbus-scheduler",
+            self.iam.account_id(),
+            role.name
+        );
+        let caller = nimbus_iam::Caller::AssumedRole {
+            role: role.name.clone(),
+            session_arn: session_arn.clone(),
+        };
+        self.iam
+            .authorize_caller(
+                &caller,
+                &session_arn,
+                "lambda:InvokeFunction",
+                function_arn,
+                &nimbus_policy::Context::new(),
+            )
+            .map_err(|e| {
+                format!(
+                    "AccessDeniedException: the schedule's execution role {role_arn} may not \
+                     invoke {function_arn}: {e}"
+                )
+            })
+    }
+}
 
 impl nimbus_schedule::Invoker for ScheduleInvoker {
     fn deliver(
@@ -591,17 +635,26 @@ impl nimbus_schedule::Invoker for ScheduleInvoker {
     ) -> nimbus_schedule::BoxFuture<'_, std::result::Result<(), String>> {
         Box::pin(async move {
             let f = self
-                .0
+                .lambda
                 .identity()
                 .parse_function_ref(&d.function_arn, None)
                 .map_err(|e| e.to_string())?;
+            // A schedule invokes as its role (identity policies); a rule as
+            // events.amazonaws.com (the function's resource policy).
+            let principal = match &d.role_arn {
+                Some(role) => {
+                    self.role_may_invoke(role, &d.function_arn)?;
+                    None
+                }
+                None => Some(d.principal.to_string()),
+            };
             let origin = nimbus_lambda::EventOrigin {
-                principal: Some(d.principal.to_string()),
+                principal,
                 source_arn: Some(d.source_arn),
                 source_account: Some(d.source_account),
                 trace_header: None,
             };
-            self.0
+            self.lambda
                 .invoke_event(&f, d.payload.into(), origin)
                 .await
                 .map(|_| ())

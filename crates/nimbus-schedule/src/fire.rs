@@ -252,6 +252,7 @@ impl Schedules {
                 max_attempts: retry.maximum_retry_attempts,
                 max_age_s: retry.maximum_event_age_s,
                 dead_letter_arn: s.target.dead_letter_arn.clone(),
+                role_arn: s.target.role_arn.clone(),
             };
             let completed = expr.is_one_time() && s.delete_after_completion;
             let tx = inner.conn.transaction()?;
@@ -332,6 +333,7 @@ impl Schedules {
                         max_attempts: retry.maximum_retry_attempts,
                         max_age_s: retry.maximum_event_age_s,
                         dead_letter_arn: t.dead_letter_arn.clone(),
+                        role_arn: None,
                     },
                 )?;
             }
@@ -370,6 +372,7 @@ impl Schedules {
                 },
                 source_arn: row.source_arn.clone(),
                 source_account: self.place.account_id.clone(),
+                role_arn: row.role_arn.clone(),
             };
             let result = invoker.deliver(d).await;
             let now = self.clock.now_ms();

@@ -60,6 +60,11 @@ pub struct Delivery {
     pub source_arn: String,
     /// The account that owns it (`AWS:SourceAccount`).
     pub source_account: String,
+    /// A Scheduler schedule's execution role: Scheduler invokes as that
+    /// role, so the role's permission policies decide, not the function's
+    /// resource policy. `None` for rules, which invoke as
+    /// `events.amazonaws.com` under the function's resource policy.
+    pub role_arn: Option<String>,
 }
 
 /// Hands a fired tick to its target; implemented by the binary over

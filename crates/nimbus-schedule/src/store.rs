@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS sched_outbox (
     next_ms INTEGER NOT NULL,
     max_attempts INTEGER NOT NULL,
     max_age_s INTEGER NOT NULL,
-    dead_letter_arn TEXT
+    dead_letter_arn TEXT,
+    role_arn TEXT
 );
 CREATE INDEX IF NOT EXISTS sched_outbox_next ON sched_outbox (next_ms);
 -- Ticks that could not be handed off within their retry policy.
@@ -67,6 +68,9 @@ pub(crate) struct OutboxRow {
     pub(crate) max_attempts: u32,
     pub(crate) max_age_s: u32,
     pub(crate) dead_letter_arn: Option<String>,
+    /// The role a Scheduler schedule invokes with; `None` for rules (the
+    /// function's resource policy decides for them).
+    pub(crate) role_arn: Option<String>,
 }
 
 pub(crate) fn open(path: Option<&Path>) -> ScheduleResult<Connection> {
@@ -196,8 +200,8 @@ pub(crate) fn set_rule_cursor(tx: &Transaction<'_>, name: &str, cursor: i64) -> 
 pub(crate) fn push_outbox(tx: &Transaction<'_>, row: &OutboxRow) -> ScheduleResult<()> {
     tx.execute(
         "INSERT INTO sched_outbox (id, source_arn, principal, function_arn, payload, tick_ms,
-             attempts, next_ms, max_attempts, max_age_s, dead_letter_arn)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             attempts, next_ms, max_attempts, max_age_s, dead_letter_arn, role_arn)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             row.id,
             row.source_arn,
@@ -209,7 +213,8 @@ pub(crate) fn push_outbox(tx: &Transaction<'_>, row: &OutboxRow) -> ScheduleResu
             row.next_ms,
             row.max_attempts,
             row.max_age_s,
-            row.dead_letter_arn
+            row.dead_letter_arn,
+            row.role_arn
         ],
     )?;
     Ok(())
@@ -223,7 +228,7 @@ pub(crate) fn due_outbox(
 ) -> ScheduleResult<Vec<OutboxRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, source_arn, principal, function_arn, payload, tick_ms, attempts, next_ms,
-                max_attempts, max_age_s, dead_letter_arn
+                max_attempts, max_age_s, dead_letter_arn, role_arn
          FROM sched_outbox WHERE next_ms <= ?1 ORDER BY next_ms, tick_ms LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now_ms, limit], |r| {
@@ -239,6 +244,7 @@ pub(crate) fn due_outbox(
             max_attempts: r.get(8)?,
             max_age_s: r.get(9)?,
             dead_letter_arn: r.get(10)?,
+            role_arn: r.get(11)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
