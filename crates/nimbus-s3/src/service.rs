@@ -118,11 +118,13 @@ fn with_ids<T>(output: T, request_id: &str, host_id: &str) -> S3Response<T> {
     r
 }
 
-/// A written body: its temporary file, size and MD5.
+/// A written body: its temporary file, size, MD5 and the ETag it will
+/// have (the MD5's hex, or a multipart ETag).
 struct Written {
     temp: PathBuf,
     size: u64,
     md5: [u8; 16],
+    etag: String,
 }
 
 impl Objects {
@@ -212,7 +214,12 @@ impl Objects {
         }
         .await;
         match result {
-            Ok((size, md5)) => Ok(Written { temp, size, md5 }),
+            Ok((size, md5)) => Ok(Written {
+                temp,
+                size,
+                md5,
+                etag: hex::encode(md5),
+            }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;
                 Err(e)
@@ -226,7 +233,6 @@ impl Objects {
         bucket: &str,
         key: &str,
         w: &Written,
-        etag: String,
         attrs: Attrs,
         event: &EventInfo,
         finish_upload: Option<String>,
@@ -246,7 +252,7 @@ impl Objects {
             key: key.to_string(),
             file: file.clone(),
             size: w.size,
-            etag,
+            etag: w.etag.clone(),
             last_modified_ms: event.time_ms,
             attrs,
         };
@@ -424,10 +430,12 @@ fn copy_to_temp(store: &ObjectStore, from: &std::path::Path) -> std::io::Result<
         size += n as u64;
     }
     dst.sync_all()?;
+    let md5 = md5.finalize();
     Ok(Written {
         temp,
         size,
-        md5: md5.finalize(),
+        md5,
+        etag: hex::encode(md5),
     })
 }
 
@@ -442,7 +450,6 @@ impl S3 for Objects {
         self.blocking(move |s| s.create_bucket(&b)).await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
-            ..Default::default()
         }))
     }
 
@@ -541,16 +548,8 @@ impl S3 for Objects {
             input.metadata,
         );
         let etag = hex::encode(w.md5);
-        self.commit(
-            &input.bucket,
-            &input.key,
-            &w,
-            etag.clone(),
-            attrs,
-            &event,
-            None,
-        )
-        .await?;
+        self.commit(&input.bucket, &input.key, &w, attrs, &event, None)
+            .await?;
         Ok(with_ids(
             PutObjectOutput {
                 e_tag: Some(ETag::Strong(etag)),
@@ -661,7 +660,7 @@ impl S3 for Objects {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if &**src_bucket == input.bucket && &**src_key == input.key && !replace {
+        if **src_bucket == input.bucket && **src_key == input.key && !replace {
             return Err(err(
                 S3ErrorCode::InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -686,15 +685,7 @@ impl S3 for Objects {
             .await?;
         let etag = hex::encode(w.md5);
         let meta = self
-            .commit(
-                &input.bucket,
-                &input.key,
-                &w,
-                etag.clone(),
-                attrs,
-                &event,
-                None,
-            )
+            .commit(&input.bucket, &input.key, &w, attrs, &event, None)
             .await?;
         Ok(with_ids(
             CopyObjectOutput {
@@ -1072,14 +1063,14 @@ impl S3 for Objects {
             .iter()
             .map(|p| self.store.body_path(&p.file))
             .collect();
-        let w = self
+        let mut w = self
             .blocking(move |s| concat_to_temp(s, &files).map_err(internal))
             .await?;
+        w.etag = etag.clone();
         self.commit(
             &input.bucket,
             &input.key,
             &w,
-            etag.clone(),
             upload.attrs,
             &event,
             Some(input.upload_id),
@@ -1171,5 +1162,6 @@ fn concat_to_temp(store: &ObjectStore, parts: &[PathBuf]) -> std::io::Result<Wri
         temp,
         size,
         md5: [0; 16],
+        etag: String::new(),
     })
 }
