@@ -20,6 +20,8 @@ const MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// The smallest part but the last of a multipart upload.
 const MIN_PART: u64 = 5 * 1024 * 1024;
 const MAX_KEY_LEN: usize = 1024;
+/// Bodies up to this size are read whole and sent in one write.
+const SMALL_BODY: u64 = 256 * 1024;
 
 pub(crate) struct Objects {
     pub(crate) store: Arc<ObjectStore>,
@@ -595,10 +597,24 @@ impl S3 for Objects {
                 .await
                 .map_err(internal)?;
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+        let body = if len <= SMALL_BODY {
+            // Small bodies leave in one piece, with the headers in one
+            // write (a stream would be polled through the blocking pool).
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            file.take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(internal)?;
+            StreamingBlob::from(s3s::Body::from(bytes::Bytes::from(buf)))
+        } else {
+            StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(
+                file.take(len),
+                256 * 1024,
+            ))
+        };
         let attrs = &meta.attrs;
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(stream)),
+            body: Some(body),
             content_length: i64::try_from(len).ok(),
             content_range,
             accept_ranges: Some("bytes".into()),
