@@ -120,6 +120,91 @@ fn with_ids<T>(output: T, request_id: &str, host_id: &str) -> S3Response<T> {
     r
 }
 
+const ALGORITHMS: [&str; 5] = ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"];
+
+/// The checksums a request announces for its body (`x-amz-checksum-*`
+/// headers, or trailers named by `x-amz-trailer`, as boto3 and the SDKs
+/// send by default), computed while the body is written and then checked.
+struct Checksums {
+    hasher: s3s::checksum::ChecksumHasher,
+    /// Each announced algorithm and the value its header gave (else it
+    /// comes in the trailers).
+    announced: Vec<(&'static str, Option<String>)>,
+    trailers: Option<s3s::TrailingHeaders>,
+}
+
+impl Checksums {
+    fn of(headers: &http::HeaderMap, trailers: Option<s3s::TrailingHeaders>) -> Checksums {
+        let trailer_names = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        let mut announced = Vec::new();
+        for algorithm in ALGORITHMS {
+            let name = format!("x-amz-checksum-{algorithm}");
+            let header = headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let trailer = trailer_names.split(',').any(|n| n.trim() == name);
+            if header.is_none() && !trailer {
+                continue;
+            }
+            match algorithm {
+                "crc32" => hasher.crc32 = Some(Default::default()),
+                "crc32c" => hasher.crc32c = Some(Default::default()),
+                "sha1" => hasher.sha1 = Some(Default::default()),
+                "sha256" => hasher.sha256 = Some(Default::default()),
+                _ => hasher.crc64nvme = Some(Default::default()),
+            }
+            announced.push((algorithm, header));
+        }
+        Checksums {
+            hasher,
+            announced,
+            trailers,
+        }
+    }
+
+    /// Checks the body's checksums against the announced ones (the body
+    /// has been read whole, so the trailers are in).
+    fn verify(self) -> S3Result<s3s::dto::Checksum> {
+        let computed = self.hasher.finalize();
+        let trailers = self.trailers.and_then(|t| t.take()).unwrap_or_default();
+        for (algorithm, header) in self.announced {
+            let name = format!("x-amz-checksum-{algorithm}");
+            let expected = header.or_else(|| {
+                trailers
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+            let Some(expected) = expected else {
+                continue;
+            };
+            let actual = match algorithm {
+                "crc32" => &computed.checksum_crc32,
+                "crc32c" => &computed.checksum_crc32c,
+                "sha1" => &computed.checksum_sha1,
+                "sha256" => &computed.checksum_sha256,
+                _ => &computed.checksum_crc64nvme,
+            };
+            if actual.as_deref() != Some(expected.as_str()) {
+                return Err(err(
+                    S3ErrorCode::BadDigest,
+                    &format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        algorithm.to_ascii_uppercase()
+                    ),
+                ));
+            }
+        }
+        Ok(computed)
+    }
+}
+
 /// A written body: its temporary file, size, MD5 and the ETag it will
 /// have (the MD5's hex, or a multipart ETag).
 struct Written {
@@ -188,8 +273,13 @@ impl Objects {
         ));
     }
 
-    /// Streams `body` into a fsynced temporary file.
-    async fn write_temp(&self, body: Option<StreamingBlob>, max: u64) -> S3Result<Written> {
+    /// Streams `body` into a fsynced temporary file, checking `checks`.
+    async fn write_temp(
+        &self,
+        body: Option<StreamingBlob>,
+        max: u64,
+        mut checks: Checksums,
+    ) -> S3Result<(Written, s3s::dto::Checksum)> {
         let temp = self.store.temp_path();
         let result = async {
             let file = tokio::fs::File::create(&temp).await.map_err(internal)?;
@@ -207,21 +297,26 @@ impl Objects {
                         ));
                     }
                     md5.update(&chunk);
+                    checks.hasher.update(&chunk);
                     out.write_all(&chunk).await.map_err(internal)?;
                 }
             }
+            let sums = checks.verify()?;
             out.flush().await.map_err(internal)?;
             out.into_inner().sync_all().await.map_err(internal)?;
-            Ok((size, md5.finalize()))
+            Ok((size, md5.finalize(), sums))
         }
         .await;
         match result {
-            Ok((size, md5)) => Ok(Written {
-                temp,
-                size,
-                md5,
-                etag: hex::encode(md5),
-            }),
+            Ok((size, md5, sums)) => Ok((
+                Written {
+                    temp,
+                    size,
+                    md5,
+                    etag: hex::encode(md5),
+                },
+                sums,
+            )),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;
                 Err(e)
@@ -517,13 +612,14 @@ impl S3 for Objects {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let event = self.event_info(&req, "ObjectCreated:Put");
+        let checks = Checksums::of(&req.headers, req.trailing_headers.take());
         let input = req.input;
         check_key(&input.key)?;
         self.require_bucket(&input.bucket).await?;
-        let w = self.write_temp(input.body, MAX_PUT).await?;
+        let (w, sums) = self.write_temp(input.body, MAX_PUT, checks).await?;
         if let Some(expected) = &input.content_md5 {
             use base64::Engine;
             let given = base64::engine::general_purpose::STANDARD.decode(expected);
@@ -555,6 +651,11 @@ impl S3 for Objects {
         Ok(with_ids(
             PutObjectOutput {
                 e_tag: Some(ETag::Strong(etag)),
+                checksum_crc32: sums.checksum_crc32,
+                checksum_crc32c: sums.checksum_crc32c,
+                checksum_sha1: sums.checksum_sha1,
+                checksum_sha256: sums.checksum_sha256,
+                checksum_crc64nvme: sums.checksum_crc64nvme,
                 ..Default::default()
             },
             &event.request_id,
@@ -912,8 +1013,9 @@ impl S3 for Objects {
 
     async fn upload_part(
         &self,
-        req: S3Request<UploadPartInput>,
+        mut req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let checks = Checksums::of(&req.headers, req.trailing_headers.take());
         let input = req.input;
         if !(1..=10_000).contains(&input.part_number) {
             return Err(err(
@@ -927,7 +1029,7 @@ impl S3 for Objects {
             input.key.clone(),
         );
         self.blocking(move |s| s.upload(&id, &b, &k)).await?;
-        let w = self.write_temp(input.body, MAX_PUT).await?;
+        let (w, sums) = self.write_temp(input.body, MAX_PUT, checks).await?;
         let temp = w.temp.clone();
         let file = match self
             .blocking(move |s| s.install(&temp).map_err(internal))
@@ -961,6 +1063,11 @@ impl S3 for Objects {
         .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
