@@ -1,8 +1,9 @@
 //! `nimbus-bench s3`: PutObject and GetObject throughput of the object
 //! store for small (4 KiB) and large (64 MiB) objects, through a raw
-//! SigV4-signed HTTP/1.1 client on loopback, beside a floor measured in the
+//! SigV4-signed HTTP/1.1 client on loopback, beside floors measured in the
 //! same run: the same bytes written to a file the way the store writes a
-//! body (temporary file, fsync, rename) and read back.
+//! body (temporary file, fsync, rename) and read back, and for small
+//! objects the same requests to the hyper echo server (4 KiB each way).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -229,12 +230,21 @@ async fn bench(a: &S3Args, nimbus_bin: &Path) -> Result<String> {
         .stderr(std::fs::File::create(&log_path)?);
     let mut server = Server::spawn(cmd, "nimbus ready on ", Duration::from_secs(60))
         .with_context(|| format!("nimbus log: {}", read_log(&log_path)))?;
-    let result = measure(a, &server, data.path()).await;
+    let mut echo_cmd = Command::new(std::env::current_exe()?);
+    echo_cmd.arg("echo-server");
+    let mut echo = Server::spawn(echo_cmd, crate::echo::READY, Duration::from_secs(10))?;
+    let result = measure(a, &server, echo.addr()?, data.path()).await;
     server.stop(Duration::from_secs(10));
+    echo.stop(Duration::from_secs(2));
     result.with_context(|| format!("nimbus log: {}", read_log(&log_path)))
 }
 
-async fn measure(a: &S3Args, server: &Server, dir: &Path) -> Result<String> {
+async fn measure(
+    a: &S3Args,
+    server: &Server,
+    echo: std::net::SocketAddr,
+    dir: &Path,
+) -> Result<String> {
     let addr = server.addr()?;
     let mut conn = Conn::connect(addr).await?;
     let made = conn
@@ -257,6 +267,9 @@ async fn measure(a: &S3Args, server: &Server, dir: &Path) -> Result<String> {
     ));
     let s_putn = nimbus_series(addr, Method::PUT, a.clients, a.small, "sn", &small).await?;
     let s_getn = nimbus_series(addr, Method::GET, a.clients, a.small, "sn", &small).await?;
+    progress("4 KiB: the same requests to the hyper echo server");
+    let e1 = nimbus_series(echo, Method::PUT, 1, a.small, "e1", &small).await?;
+    let en = nimbus_series(echo, Method::PUT, a.clients, a.small, "en", &small).await?;
     progress(format!("64 MiB: {} PUTs and GETs", a.large));
     let l_put = nimbus_series(addr, Method::PUT, 1, a.large, "l", &large).await?;
     let l_get = nimbus_series(addr, Method::GET, 1, a.large, "l", &large).await?;
@@ -269,58 +282,63 @@ async fn measure(a: &S3Args, server: &Server, dir: &Path) -> Result<String> {
         "## S3 object store (`nimbus-bench s3`)\n\nHost: {}\n\n",
         host()
     ));
-    t.push_str("| operation | nimbus | floor (file: temp+fsync+rename / read) | nimbus/floor |\n");
+    t.push_str(
+        "| operation | nimbus | HTTP floor (hyper echo, 4 KiB each way) | file floor (temp+fsync+rename / read) |\n",
+    );
     t.push_str("|---|---|---|---|\n");
-    let row = |name: &str, n: &Series, f: &Series, large: bool| {
-        if large {
-            format!(
-                "| {name} | {:.0} MiB/s (p50 {:.0} ms) | {:.0} MiB/s (p50 {:.0} ms) | {:.2} |\n",
-                n.mib_per_sec(),
-                n.ms(50.0),
-                f.mib_per_sec(),
-                f.ms(50.0),
-                n.mib_per_sec() / f.mib_per_sec()
-            )
-        } else {
-            format!(
-                "| {name} | {:.0} ops/s (p50 {:.2} ms, p99 {:.2} ms) | {:.0} ops/s (p50 {:.2} ms) | {:.2} |\n",
-                n.ops_per_sec(),
-                n.ms(50.0),
-                n.ms(99.0),
-                f.ops_per_sec(),
-                f.ms(50.0),
-                n.ops_per_sec() / f.ops_per_sec()
-            )
-        }
+    let small_row = |name: &str, n: &Series, e: &Series, f: &Series| {
+        format!(
+            "| {name} | {:.0} ops/s (p50 {:.2} ms, p99 {:.2} ms) | {:.0} ops/s (p50 {:.2} ms): {:.2}x | {:.0} ops/s (p50 {:.2} ms): {:.2}x |\n",
+            n.ops_per_sec(),
+            n.ms(50.0),
+            n.ms(99.0),
+            e.ops_per_sec(),
+            e.ms(50.0),
+            n.ops_per_sec() / e.ops_per_sec(),
+            f.ops_per_sec(),
+            f.ms(50.0),
+            n.ops_per_sec() / f.ops_per_sec(),
+        )
     };
-    t.push_str(&row(
+    let large_row = |name: &str, n: &Series, f: &Series| {
+        format!(
+            "| {name} | {:.0} MiB/s (p50 {:.0} ms) | | {:.0} MiB/s (p50 {:.0} ms): {:.2}x |\n",
+            n.mib_per_sec(),
+            n.ms(50.0),
+            f.mib_per_sec(),
+            f.ms(50.0),
+            n.mib_per_sec() / f.mib_per_sec()
+        )
+    };
+    t.push_str(&small_row(
         "PutObject 4 KiB, 1 client",
         &s_put1,
+        &e1,
         &f_small_put,
-        false,
     ));
-    t.push_str(&row(
+    t.push_str(&small_row(
         "GetObject 4 KiB, 1 client",
         &s_get1,
+        &e1,
         &f_small_get,
-        false,
     ));
-    t.push_str(&row(
-        &format!("PutObject 4 KiB, {} clients", a.clients),
+    let n = a.clients;
+    t.push_str(&small_row(
+        &format!("PutObject 4 KiB, {n} clients"),
         &s_putn,
+        &en,
         &f_small_put,
-        false,
     ));
-    t.push_str(&row(
-        &format!("GetObject 4 KiB, {} clients", a.clients),
+    t.push_str(&small_row(
+        &format!("GetObject 4 KiB, {n} clients"),
         &s_getn,
+        &en,
         &f_small_get,
-        false,
     ));
-    t.push_str(&row("PutObject 64 MiB", &l_put, &f_large_put, true));
-    t.push_str(&row("GetObject 64 MiB", &l_get, &f_large_get, true));
+    t.push_str(&large_row("PutObject 64 MiB", &l_put, &f_large_put));
+    t.push_str(&large_row("GetObject 64 MiB", &l_get, &f_large_get));
     t.push_str(&format!(
-        "\n{} x 4 KiB per client, {} x 64 MiB; the floor runs on one thread.\n",
+        "\n{} x 4 KiB per client, {} x 64 MiB; the file floor runs on one thread; ratios are nimbus / floor.\n",
         a.small, a.large
     ));
     Ok(t)
