@@ -585,6 +585,15 @@ def test_uploads_invoke_a_function_with_the_s3_event(server, s3, bucket, functio
     copy_obj = copied["event"]["Records"][0]["s3"]["object"]
     assert int(copy_obj["sequencer"], 16) > int(obj["sequencer"], 16)
 
+    big = os.urandom(6 * MB)
+    s3.upload_fileobj(io.BytesIO(big), bucket, "uploads/big.jpg",
+                      Config=TransferConfig(multipart_threshold=5 * MB, multipart_chunksize=5 * MB))
+    multipart = wait_for(lambda: recorded("ObjectCreated:CompleteMultipartUpload/uploads/big.jpg"),
+                         timeout=60, what="the CompleteMultipartUpload event")
+    big_obj = multipart["event"]["Records"][0]["s3"]["object"]
+    assert big_obj["size"] == len(big) and multipart["read"] == len(big)
+    assert big_obj["eTag"] == multipart_etag([big[:5 * MB], big[5 * MB:]]).strip('"')
+
     s3.delete_object(Bucket=bucket, Key="uploads/copy.jpg")
     removed = wait_for(lambda: recorded("ObjectRemoved:Delete/uploads/copy.jpg"), timeout=60,
                        what="the DELETE event")
