@@ -4,6 +4,7 @@ urllib for presigned URLs: buckets, objects, ranges, copies, listings,
 multipart uploads, virtual-hosted addressing, errors, IAM, and bucket
 notifications that invoke a function with the event S3 sends."""
 
+import base64
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ import sqlite3
 import time
 import urllib.parse
 import urllib.request
+import zlib
 
 import boto3
 import pytest
@@ -135,8 +137,14 @@ def test_errors_are_s3_errors(s3, bucket):
         s3.put_object(Bucket=bucket, Key="md5", Body=b"data", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
     assert error_code(e) == "BadDigest"
     with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="md5", Body=b"data", ChecksumCRC32="AAAAAA==")
+    assert error_code(e) == "BadDigest", "a CRC32 that does not match the body"
+    with pytest.raises(ClientError) as e:
         s3.head_object(Bucket=bucket, Key="md5")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404, "a bad upload stores nothing"
+    # boto3's default: a CRC32 trailer after an aws-chunked body, checked.
+    put = s3.put_object(Bucket=bucket, Key="crc", Body=b"checked")
+    assert put["ChecksumCRC32"] == base64.b64encode(zlib.crc32(b"checked").to_bytes(4, "big")).decode()
 
 
 def test_signatures_keys_and_session_tokens_are_checked(server, s3, bucket):
@@ -576,6 +584,15 @@ def test_uploads_invoke_a_function_with_the_s3_event(server, s3, bucket, functio
                       what="the COPY event")
     copy_obj = copied["event"]["Records"][0]["s3"]["object"]
     assert int(copy_obj["sequencer"], 16) > int(obj["sequencer"], 16)
+
+    big = os.urandom(6 * MB)
+    s3.upload_fileobj(io.BytesIO(big), bucket, "uploads/big.jpg",
+                      Config=TransferConfig(multipart_threshold=5 * MB, multipart_chunksize=5 * MB))
+    multipart = wait_for(lambda: recorded("ObjectCreated:CompleteMultipartUpload/uploads/big.jpg"),
+                         timeout=60, what="the CompleteMultipartUpload event")
+    big_obj = multipart["event"]["Records"][0]["s3"]["object"]
+    assert big_obj["size"] == len(big) and multipart["read"] == len(big)
+    assert big_obj["eTag"] == multipart_etag([big[:5 * MB], big[5 * MB:]]).strip('"')
 
     s3.delete_object(Bucket=bucket, Key="uploads/copy.jpg")
     removed = wait_for(lambda: recorded("ObjectRemoved:Delete/uploads/copy.jpg"), timeout=60,

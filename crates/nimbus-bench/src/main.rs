@@ -18,6 +18,7 @@ mod fixtures;
 mod load;
 mod procs;
 mod report;
+mod s3bench;
 mod scale;
 mod stats;
 
@@ -59,6 +60,9 @@ enum Command {
     /// environments: deploys them, invokes them in random order, reports
     /// errors, throughput, cold/warm latency, memory and evictions.
     Scale(scale::ScaleArgs),
+    /// PutObject/GetObject throughput of the object store, 4 KiB and 64
+    /// MiB objects, beside a file-system floor measured in the same run.
+    S3(s3bench::S3Args),
     /// Per-request cost of SigV4 verification and IAM policy evaluation,
     /// in-process on one thread (no server): prints ns per operation.
     Auth {
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         }) => load::standalone(&url, clients, duration),
         Some(Command::Auth { seconds }) => authbench::run(seconds),
         Some(Command::Scale(args)) => scale::run(args),
+        Some(Command::S3(args)) => s3bench::run(args),
         None => bench::run(cli.options),
     };
     match result {

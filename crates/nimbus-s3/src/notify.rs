@@ -187,7 +187,7 @@ pub(crate) fn to_configuration(targets: &[Target]) -> NotificationConfiguration 
             }
             LambdaFunctionConfiguration {
                 events: t.events.iter().cloned().map(Event::from).collect(),
-                filter: (!rules.is_empty()).then(|| NotificationConfigurationFilter {
+                filter: (!rules.is_empty()).then_some(NotificationConfigurationFilter {
                     key: Some(S3KeyFilter {
                         filter_rules: Some(rules),
                     }),

@@ -20,6 +20,8 @@ const MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// The smallest part but the last of a multipart upload.
 const MIN_PART: u64 = 5 * 1024 * 1024;
 const MAX_KEY_LEN: usize = 1024;
+/// Bodies up to this size are read whole and sent in one write.
+const SMALL_BODY: u64 = 256 * 1024;
 
 pub(crate) struct Objects {
     pub(crate) store: Arc<ObjectStore>,
@@ -118,11 +120,98 @@ fn with_ids<T>(output: T, request_id: &str, host_id: &str) -> S3Response<T> {
     r
 }
 
-/// A written body: its temporary file, size and MD5.
+const ALGORITHMS: [&str; 5] = ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"];
+
+/// The checksums a request announces for its body (`x-amz-checksum-*`
+/// headers, or trailers named by `x-amz-trailer`, as boto3 and the SDKs
+/// send by default), computed while the body is written and then checked.
+struct Checksums {
+    hasher: s3s::checksum::ChecksumHasher,
+    /// Each announced algorithm and the value its header gave (else it
+    /// comes in the trailers).
+    announced: Vec<(&'static str, Option<String>)>,
+    trailers: Option<s3s::TrailingHeaders>,
+}
+
+impl Checksums {
+    fn of(headers: &http::HeaderMap, trailers: Option<s3s::TrailingHeaders>) -> Checksums {
+        let trailer_names = headers
+            .get("x-amz-trailer")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        let mut announced = Vec::new();
+        for algorithm in ALGORITHMS {
+            let name = format!("x-amz-checksum-{algorithm}");
+            let header = headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let trailer = trailer_names.split(',').any(|n| n.trim() == name);
+            if header.is_none() && !trailer {
+                continue;
+            }
+            match algorithm {
+                "crc32" => hasher.crc32 = Some(Default::default()),
+                "crc32c" => hasher.crc32c = Some(Default::default()),
+                "sha1" => hasher.sha1 = Some(Default::default()),
+                "sha256" => hasher.sha256 = Some(Default::default()),
+                _ => hasher.crc64nvme = Some(Default::default()),
+            }
+            announced.push((algorithm, header));
+        }
+        Checksums {
+            hasher,
+            announced,
+            trailers,
+        }
+    }
+
+    /// Checks the body's checksums against the announced ones (the body
+    /// has been read whole, so the trailers are in).
+    fn verify(self) -> S3Result<s3s::dto::Checksum> {
+        let computed = self.hasher.finalize();
+        let trailers = self.trailers.and_then(|t| t.take()).unwrap_or_default();
+        for (algorithm, header) in self.announced {
+            let name = format!("x-amz-checksum-{algorithm}");
+            let expected = header.or_else(|| {
+                trailers
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+            let Some(expected) = expected else {
+                continue;
+            };
+            let actual = match algorithm {
+                "crc32" => &computed.checksum_crc32,
+                "crc32c" => &computed.checksum_crc32c,
+                "sha1" => &computed.checksum_sha1,
+                "sha256" => &computed.checksum_sha256,
+                _ => &computed.checksum_crc64nvme,
+            };
+            if actual.as_deref() != Some(expected.as_str()) {
+                return Err(err(
+                    S3ErrorCode::BadDigest,
+                    &format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        algorithm.to_ascii_uppercase()
+                    ),
+                ));
+            }
+        }
+        Ok(computed)
+    }
+}
+
+/// A written body: its temporary file, size, MD5 and the ETag it will
+/// have (the MD5's hex, or a multipart ETag).
 struct Written {
     temp: PathBuf,
     size: u64,
     md5: [u8; 16],
+    etag: String,
 }
 
 impl Objects {
@@ -184,8 +273,13 @@ impl Objects {
         ));
     }
 
-    /// Streams `body` into a fsynced temporary file.
-    async fn write_temp(&self, body: Option<StreamingBlob>, max: u64) -> S3Result<Written> {
+    /// Streams `body` into a fsynced temporary file, checking `checks`.
+    async fn write_temp(
+        &self,
+        body: Option<StreamingBlob>,
+        max: u64,
+        mut checks: Checksums,
+    ) -> S3Result<(Written, s3s::dto::Checksum)> {
         let temp = self.store.temp_path();
         let result = async {
             let file = tokio::fs::File::create(&temp).await.map_err(internal)?;
@@ -203,16 +297,26 @@ impl Objects {
                         ));
                     }
                     md5.update(&chunk);
+                    checks.hasher.update(&chunk);
                     out.write_all(&chunk).await.map_err(internal)?;
                 }
             }
+            let sums = checks.verify()?;
             out.flush().await.map_err(internal)?;
             out.into_inner().sync_all().await.map_err(internal)?;
-            Ok((size, md5.finalize()))
+            Ok((size, md5.finalize(), sums))
         }
         .await;
         match result {
-            Ok((size, md5)) => Ok(Written { temp, size, md5 }),
+            Ok((size, md5, sums)) => Ok((
+                Written {
+                    temp,
+                    size,
+                    md5,
+                    etag: hex::encode(md5),
+                },
+                sums,
+            )),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;
                 Err(e)
@@ -226,7 +330,6 @@ impl Objects {
         bucket: &str,
         key: &str,
         w: &Written,
-        etag: String,
         attrs: Attrs,
         event: &EventInfo,
         finish_upload: Option<String>,
@@ -246,7 +349,7 @@ impl Objects {
             key: key.to_string(),
             file: file.clone(),
             size: w.size,
-            etag,
+            etag: w.etag.clone(),
             last_modified_ms: event.time_ms,
             attrs,
         };
@@ -424,10 +527,12 @@ fn copy_to_temp(store: &ObjectStore, from: &std::path::Path) -> std::io::Result<
         size += n as u64;
     }
     dst.sync_all()?;
+    let md5 = md5.finalize();
     Ok(Written {
         temp,
         size,
-        md5: md5.finalize(),
+        md5,
+        etag: hex::encode(md5),
     })
 }
 
@@ -442,7 +547,6 @@ impl S3 for Objects {
         self.blocking(move |s| s.create_bucket(&b)).await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
-            ..Default::default()
         }))
     }
 
@@ -508,13 +612,14 @@ impl S3 for Objects {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let event = self.event_info(&req, "ObjectCreated:Put");
+        let checks = Checksums::of(&req.headers, req.trailing_headers.take());
         let input = req.input;
         check_key(&input.key)?;
         self.require_bucket(&input.bucket).await?;
-        let w = self.write_temp(input.body, MAX_PUT).await?;
+        let (w, sums) = self.write_temp(input.body, MAX_PUT, checks).await?;
         if let Some(expected) = &input.content_md5 {
             use base64::Engine;
             let given = base64::engine::general_purpose::STANDARD.decode(expected);
@@ -541,19 +646,16 @@ impl S3 for Objects {
             input.metadata,
         );
         let etag = hex::encode(w.md5);
-        self.commit(
-            &input.bucket,
-            &input.key,
-            &w,
-            etag.clone(),
-            attrs,
-            &event,
-            None,
-        )
-        .await?;
+        self.commit(&input.bucket, &input.key, &w, attrs, &event, None)
+            .await?;
         Ok(with_ids(
             PutObjectOutput {
                 e_tag: Some(ETag::Strong(etag)),
+                checksum_crc32: sums.checksum_crc32,
+                checksum_crc32c: sums.checksum_crc32c,
+                checksum_sha1: sums.checksum_sha1,
+                checksum_sha256: sums.checksum_sha256,
+                checksum_crc64nvme: sums.checksum_crc64nvme,
                 ..Default::default()
             },
             &event.request_id,
@@ -596,10 +698,24 @@ impl S3 for Objects {
                 .await
                 .map_err(internal)?;
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+        let body = if len <= SMALL_BODY {
+            // Small bodies leave in one piece, with the headers in one
+            // write (a stream would be polled through the blocking pool).
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            file.take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(internal)?;
+            StreamingBlob::from(s3s::Body::from(bytes::Bytes::from(buf)))
+        } else {
+            StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(
+                file.take(len),
+                256 * 1024,
+            ))
+        };
         let attrs = &meta.attrs;
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(stream)),
+            body: Some(body),
             content_length: i64::try_from(len).ok(),
             content_range,
             accept_ranges: Some("bytes".into()),
@@ -661,7 +777,7 @@ impl S3 for Objects {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if &**src_bucket == input.bucket && &**src_key == input.key && !replace {
+        if **src_bucket == input.bucket && **src_key == input.key && !replace {
             return Err(err(
                 S3ErrorCode::InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -686,15 +802,7 @@ impl S3 for Objects {
             .await?;
         let etag = hex::encode(w.md5);
         let meta = self
-            .commit(
-                &input.bucket,
-                &input.key,
-                &w,
-                etag.clone(),
-                attrs,
-                &event,
-                None,
-            )
+            .commit(&input.bucket, &input.key, &w, attrs, &event, None)
             .await?;
         Ok(with_ids(
             CopyObjectOutput {
@@ -905,8 +1013,9 @@ impl S3 for Objects {
 
     async fn upload_part(
         &self,
-        req: S3Request<UploadPartInput>,
+        mut req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        let checks = Checksums::of(&req.headers, req.trailing_headers.take());
         let input = req.input;
         if !(1..=10_000).contains(&input.part_number) {
             return Err(err(
@@ -920,7 +1029,7 @@ impl S3 for Objects {
             input.key.clone(),
         );
         self.blocking(move |s| s.upload(&id, &b, &k)).await?;
-        let w = self.write_temp(input.body, MAX_PUT).await?;
+        let (w, sums) = self.write_temp(input.body, MAX_PUT, checks).await?;
         let temp = w.temp.clone();
         let file = match self
             .blocking(move |s| s.install(&temp).map_err(internal))
@@ -954,6 +1063,11 @@ impl S3 for Objects {
         .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
@@ -1072,14 +1186,14 @@ impl S3 for Objects {
             .iter()
             .map(|p| self.store.body_path(&p.file))
             .collect();
-        let w = self
+        let mut w = self
             .blocking(move |s| concat_to_temp(s, &files).map_err(internal))
             .await?;
+        w.etag = etag.clone();
         self.commit(
             &input.bucket,
             &input.key,
             &w,
-            etag.clone(),
             upload.attrs,
             &event,
             Some(input.upload_id),
@@ -1171,5 +1285,6 @@ fn concat_to_temp(store: &ObjectStore, parts: &[PathBuf]) -> std::io::Result<Wri
         temp,
         size,
         md5: [0; 16],
+        etag: String::new(),
     })
 }

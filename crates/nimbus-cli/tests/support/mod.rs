@@ -146,6 +146,16 @@ impl Server {
             .await
     }
 
+    /// An S3 client (path-style, the SDK's default checksums on); only
+    /// `s3.rs` uses it.
+    #[allow(dead_code)]
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&block_on(self.config()))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     pub fn lambda(&self) -> aws_sdk_lambda::Client {
         aws_sdk_lambda::Client::new(&block_on(self.config()))
     }
