@@ -122,6 +122,20 @@ impl Conn {
         .await
     }
 
+    /// A CloudWatch Logs JSON 1.1 operation (`Logs_20140328.<op>`).
+    pub(crate) async fn logs_action(&mut self, op: &str, body: serde_json::Value) -> Result<Resp> {
+        let target = format!("Logs_20140328.{op}");
+        self.send_as(
+            Method::POST,
+            "/",
+            &[("x-amz-target", &target)],
+            body.to_string().into(),
+            "application/x-amz-json-1.1",
+            "logs",
+        )
+        .await
+    }
+
     /// Sends one request signed for `service` and reads the whole response.
     async fn send_as(
         &mut self,

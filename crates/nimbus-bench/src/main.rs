@@ -14,6 +14,7 @@ mod authbench;
 mod bench;
 mod client;
 mod echo;
+mod events;
 mod fixtures;
 mod load;
 mod procs;
@@ -63,6 +64,10 @@ enum Command {
     /// PutObject/GetObject throughput of the object store, 4 KiB and 64
     /// MiB objects, beside a file-system floor measured in the same run.
     S3(s3bench::S3Args),
+    /// Event delivery latency: from an S3 upload to the start of the
+    /// handler its bucket notification triggers, beside a synchronous
+    /// invoke of the same function.
+    Events(events::EventsArgs),
     /// Per-request cost of SigV4 verification and IAM policy evaluation,
     /// in-process on one thread (no server): prints ns per operation.
     Auth {
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
         Some(Command::Auth { seconds }) => authbench::run(seconds),
         Some(Command::Scale(args)) => scale::run(args),
         Some(Command::S3(args)) => s3bench::run(args),
+        Some(Command::Events(args)) => events::run(args),
         None => bench::run(cli.options),
     };
     match result {
