@@ -661,6 +661,38 @@ impl nimbus_schedule::Invoker for ScheduleInvoker {
                 .map_err(|e| format!("{}: {e}", e.code()))
         })
     }
+
+    fn dead_letter(
+        &self,
+        d: nimbus_schedule::Delivery,
+        dead_letter_arn: Option<String>,
+        reason: String,
+    ) -> nimbus_schedule::BoxFuture<'_, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let f = self
+                .lambda
+                .identity()
+                .parse_function_ref(&d.function_arn, None)
+                .map_err(|e| e.to_string())?;
+            let origin = nimbus_lambda::EventOrigin {
+                principal: d.role_arn.is_none().then(|| d.principal.to_string()),
+                source_arn: Some(d.source_arn),
+                source_account: Some(d.source_account),
+                trace_header: None,
+            };
+            let reason = format!("the scheduled delivery failed for good: {reason}");
+            self.lambda
+                .store_dead_letter(
+                    &f,
+                    d.payload.into(),
+                    &origin,
+                    dead_letter_arn.as_deref(),
+                    &reason,
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 async fn shutdown_signal() {

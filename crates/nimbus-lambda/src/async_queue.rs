@@ -460,6 +460,64 @@ impl LambdaService {
         }
     }
 
+    /// Keeps an event that its source could not hand over (a schedule's
+    /// tick whose retries ran out) in the dead-letter store, where `nimbus
+    /// dlq list` shows it and `nimbus dlq replay` runs it: in the queue an
+    /// `arn:aws:sqs:REGION:ACCOUNT:NAME` target names, else `default`.
+    pub async fn store_dead_letter(
+        &self,
+        f: &FunctionRef,
+        payload: Bytes,
+        origin: &EventOrigin,
+        dead_letter_arn: Option<&str>,
+        reason: &str,
+    ) -> LambdaResult<()> {
+        let queue = match dead_letter_arn.map(|arn| self.destination(arn)) {
+            Some(Some(Destination::DeadLetterQueue(q))) => q,
+            _ => DEFAULT_DLQ.to_string(),
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let function_arn = match &f.qualifier {
+            Some(q) => self.identity.qualified_arn(&f.name, q),
+            None => self.identity.function_arn(&f.name),
+        };
+        let record = json!({
+            "version": "1.0",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "requestContext": {
+                "requestId": request_id,
+                "functionArn": function_arn,
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 0,
+            },
+            "requestPayload": serde_json::from_slice::<Value>(&payload)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned())),
+        });
+        let letter = DeadLetter {
+            id: 0,
+            queue,
+            request_id,
+            function: f.name.clone(),
+            qualifier: f.qualifier.clone(),
+            payload: payload.to_vec(),
+            origin: serde_json::to_string(origin).map_err(LambdaError::internal)?,
+            condition: "RetriesExhausted".into(),
+            reason: reason.to_string(),
+            record: record.to_string(),
+            created_ms: now_ms(),
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.finish_events(&[], &[letter]))
+            .await
+            .map_err(LambdaError::internal)?
+            .map_err(LambdaError::internal)?;
+        self.queue
+            .counters
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The dead letters of one queue or all.
     pub fn dead_letters(&self, queue: Option<&str>) -> LambdaResult<Vec<DeadLetter>> {
         self.store

@@ -374,8 +374,20 @@ impl Schedules {
                 source_account: self.place.account_id.clone(),
                 role_arn: row.role_arn.clone(),
             };
-            let result = invoker.deliver(d).await;
+            let result = invoker.deliver(d.clone()).await;
             let now = self.clock.now_ms();
+            if let Err(e) = &result {
+                let given_up = row.attempts + 1 > row.max_attempts
+                    || now - row.tick_ms > i64::from(row.max_age_s) * 1000;
+                if given_up {
+                    let kept = invoker
+                        .dead_letter(d, row.dead_letter_arn.clone(), e.clone())
+                        .await;
+                    if let Err(why) = kept {
+                        tracing::warn!(source = %row.source_arn, "dead letter not kept in the store ({why})");
+                    }
+                }
+            }
             let mut inner = self.lock();
             match result {
                 Ok(()) => store::delete_outbox(&inner.conn, &row.id)?,
@@ -386,8 +398,8 @@ impl Schedules {
                         store::dead_letter(&mut inner.conn, &row, &e, now)?;
                         self.dead_letters
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        // Until nimbus has SQS, the dead-letter queue is
-                        // this table and this line.
+                        // Also in Lambda's dead-letter store (`nimbus dlq`),
+                        // through the invoker, above.
                         tracing::warn!(
                             source = %row.source_arn, function = %row.function_arn,
                             dead_letter_queue = row.dead_letter_arn.as_deref().unwrap_or("none"),

@@ -73,6 +73,19 @@ pub struct Delivery {
 /// RetryPolicy, then dead-lettered.
 pub trait Invoker: Send + Sync + 'static {
     fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<(), String>>;
+    /// Keeps a delivery that failed for good (`reason`) where the user can
+    /// list and replay it: the target's DeadLetterConfig queue (`None`:
+    /// none configured). The schedule's own `sched_dead_letters` table
+    /// records it either way.
+    fn dead_letter(
+        &self,
+        d: Delivery,
+        dead_letter_arn: Option<String>,
+        reason: String,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        let _ = (d, dead_letter_arn, reason);
+        Box::pin(async { Err("this invoker keeps no dead letters".to_string()) })
+    }
 }
 
 /// Where nimbus is: region and account for ARNs.
