@@ -820,6 +820,51 @@ mod tests {
     }
 
     #[test]
+    fn notifications_are_found_by_their_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:thumbs";
+        let target = |id: &str, function_arn: &str| Target {
+            id: id.into(),
+            function_arn: function_arn.into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: None,
+            suffix: Some(".jpg".into()),
+        };
+        for b in ["photos", "other", "none"] {
+            store.create_bucket(b).unwrap();
+        }
+        store
+            .set_notification(
+                "photos",
+                &[target("a", arn), target("b", "arn:x:function:else")],
+            )
+            .unwrap();
+        store
+            .set_notification("other", &[target("c", &format!("{arn}:live"))])
+            .unwrap();
+        let found = store.notifications_for_function(arn).unwrap();
+        let ids: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(b, t)| (b.as_str(), t.id.as_str()))
+            .collect();
+        assert_eq!(ids, [("other", "c"), ("photos", "a")], "an alias's too");
+        let live = store
+            .notifications_for_function(&format!("{arn}:live"))
+            .unwrap();
+        assert_eq!(live.len(), 1);
+        assert!(
+            store
+                .notifications_for_function("arn:nope")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.notification("photos").unwrap().len(), 2);
+        store.set_notification("photos", &[]).unwrap();
+        assert!(store.notification("photos").unwrap().is_empty());
+    }
+
+    #[test]
     fn listing_is_in_byte_order_from_the_resume_point() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
