@@ -207,9 +207,16 @@ def test_iam_policies_decide_what_a_user_may_do(server, s3, bucket):
                  lambda: reader.copy_object(Bucket=other, Key="c", CopySource={"Bucket": bucket, "Key": "in/a.txt"})):
         with pytest.raises(ClientError) as e:
             call()
-        assert error_code(e) == "AccessDenied"
+        assert error_code(e) == "AccessDenied", e.value.response
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert s3.get_object(Bucket=bucket, Key="in/a.txt")["Body"].read() == b"a", "nothing was deleted"
+    # A refused PUT is answered before its body is sent (botocore waits
+    # for `100 Continue`); the connection must still serve the next call.
+    for i in range(50):
+        with pytest.raises(ClientError) as e:
+            reader.put_object(Bucket=bucket, Key=f"in/{i}", Body=b"x" * 100)
+        assert error_code(e) == "AccessDenied"
+        assert reader.get_object(Bucket=bucket, Key="in/a.txt")["Body"].read() == b"a", i
     s3.delete_bucket(Bucket=other)
 
 
@@ -246,6 +253,21 @@ def test_listing_with_prefix_delimiter_and_paging(s3, bucket):
     paginated = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, PaginationConfig={"PageSize": 2}) for o in p.get("Contents", [])]
     assert paginated == seen
+    # Paging through common prefixes lists each once.
+    grouped = [(p.get("CommonPrefixes", []), p.get("Contents", [])) for p in s3.get_paginator(
+        "list_objects_v2").paginate(Bucket=bucket, Delimiter="/", PaginationConfig={"PageSize": 1})]
+    assert [x["Prefix"] for cps, _ in grouped for x in cps] == ["notes/", "photos/"]
+    assert [x["Key"] for _, objs in grouped for x in objs] == ["a.txt", "z+plus=eq.txt"]
+    v1_prefixes, marker = [], None
+    while True:
+        args = {"Bucket": bucket, "Delimiter": "/", "MaxKeys": 1, **({"Marker": marker} if marker else {})}
+        page = s3.list_objects(**args)
+        v1_prefixes += [x["Prefix"] for x in page.get("CommonPrefixes", [])]
+        v1_prefixes += [x["Key"] for x in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextMarker"]
+    assert v1_prefixes == ["a.txt", "notes/", "photos/", "z+plus=eq.txt"]
     after = s3.list_objects_v2(Bucket=bucket, StartAfter="photos/")
     assert [o["Key"] for o in after["Contents"]][0] == "photos/2024/feb/2.jpg"
 

@@ -66,14 +66,30 @@ pub(crate) async fn call(s3: &nimbus_s3::S3Api, mut req: Request) -> Response {
         req.extensions_mut()
             .insert(nimbus_s3::SourceIp(addr.ip().to_string()));
     }
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut service = s3.service().clone();
-    match tower::Service::call(&mut service, req).await {
+    let mut resp = match tower::Service::call(&mut service, req).await {
         Ok(resp) => resp.map(axum::body::Body::new),
         Err(e) => {
             tracing::error!("S3 request failed: {e:?}");
             http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    };
+    // An error answered before the body was read (AccessDenied,
+    // NoSuchBucket) to a client waiting for `100 Continue` (botocore's
+    // PutObject and UploadPart): the client then never sends the body,
+    // while hyper would read the client's next request as that body.
+    // Only closing the connection keeps the two in step.
+    if expects_continue && !resp.status().is_success() {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
+    resp
 }
 
 /// nimbus's keys and IAM, as the object store's [`nimbus_s3::Gate`].

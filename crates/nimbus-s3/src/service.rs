@@ -417,6 +417,7 @@ impl Objects {
             for row in rows {
                 if out.len() == max_keys {
                     out.truncated = true;
+                    out.resume = after;
                     return Ok(out);
                 }
                 let rest = &row.key[prefix.len()..];
@@ -446,6 +447,7 @@ impl Objects {
                     .blocking(move |s| s.list_objects(&b, &p, &a, 1))
                     .await?;
                 out.truncated = !more.is_empty();
+                out.resume = after;
                 return Ok(out);
             }
         }
@@ -457,8 +459,11 @@ struct Listing {
     objects: Vec<ObjectMeta>,
     prefixes: Vec<String>,
     truncated: bool,
-    /// The last key or prefix listed (the resume point).
+    /// The last key or prefix listed (ListObjects' NextMarker).
     last: String,
+    /// Where the next page starts: after the last key, or after every key
+    /// under the last common prefix (the continuation token).
+    resume: String,
 }
 
 impl Listing {
@@ -921,7 +926,7 @@ impl S3 for Objects {
             key_count: Some(key_count),
             is_truncated: Some(page.truncated),
             continuation_token: input.continuation_token,
-            next_continuation_token: page.truncated.then(|| hex::encode(page.last.as_bytes())),
+            next_continuation_token: page.truncated.then(|| hex::encode(page.resume.as_bytes())),
             contents: Some(
                 page.objects
                     .iter()
@@ -949,7 +954,11 @@ impl S3 for Objects {
         let max = max_keys(input.max_keys)?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().unwrap_or_default();
-        let after = input.marker.clone().unwrap_or_default();
+        let mut after = input.marker.clone().unwrap_or_default();
+        if !delimiter.is_empty() && after.ends_with(&delimiter) {
+            // A NextMarker that is a common prefix: go on after its keys.
+            after.push('\u{10FFFF}');
+        }
         let page = self
             .list(&input.bucket, &prefix, &delimiter, &after, max)
             .await?;
@@ -962,7 +971,7 @@ impl S3 for Objects {
             name: Some(input.bucket),
             prefix: Some(enc(prefix)),
             delimiter: input.delimiter.map(enc),
-            marker: Some(enc(after)),
+            marker: Some(enc(input.marker.clone().unwrap_or_default())),
             encoding_type: input.encoding_type,
             max_keys: Some(i32::try_from(max).unwrap_or(1000)),
             is_truncated: Some(page.truncated),

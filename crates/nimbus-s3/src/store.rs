@@ -752,3 +752,137 @@ pub(crate) fn no_such_upload() -> S3Error {
         "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> EventInfo {
+        EventInfo {
+            event_name: "ObjectCreated:Put".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            principal_id: "AWS:AKID".into(),
+            source_ip: "127.0.0.1".into(),
+            request_id: "R".into(),
+            host_id: "H".into(),
+            time_ms: 0,
+            trace_header: None,
+        }
+    }
+
+    /// Writes `data` as a complete body and commits it as `key`.
+    fn put(store: &ObjectStore, key: &str, data: &[u8]) -> (String, Vec<String>) {
+        let temp = store.temp_path();
+        std::fs::write(&temp, data).unwrap();
+        let file = store.install(&temp).unwrap();
+        let meta = ObjectMeta {
+            key: key.into(),
+            file: file.clone(),
+            size: data.len() as u64,
+            etag: "e".into(),
+            last_modified_ms: 0,
+            attrs: Attrs::default(),
+        };
+        let (unlink, _) = store.commit_object("b", &meta, &event(), None).unwrap();
+        (file, unlink)
+    }
+
+    #[test]
+    fn a_crash_leaves_only_unreferenced_files_which_open_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        store.create_bucket("b").unwrap();
+        let (first, unlink) = put(&store, "k", b"one");
+        assert!(unlink.is_empty());
+        // An overwrite names the old body for unlinking after the commit;
+        // a crash before that leaves it on disk, unreferenced.
+        let (second, unlink) = put(&store, "k", b"two");
+        assert_eq!(unlink, vec![first.clone()]);
+        // A body installed but never committed, and a half-written temp.
+        let orphan = store.install(&{
+            let t = store.temp_path();
+            std::fs::write(&t, b"orphan").unwrap();
+            t
+        });
+        let orphan = orphan.unwrap();
+        let half = store.temp_path();
+        std::fs::write(&half, b"half").unwrap();
+        drop(store);
+
+        let store = ObjectStore::open(dir.path()).unwrap();
+        assert!(!store.body_path(&first).exists(), "replaced body swept");
+        assert!(!store.body_path(&orphan).exists(), "uncommitted body swept");
+        assert!(!half.exists(), "temporary file swept");
+        let meta = store.require_object("b", "k").unwrap();
+        assert_eq!(meta.file, second);
+        assert_eq!(std::fs::read(store.body_path(&second)).unwrap(), b"two");
+    }
+
+    #[test]
+    fn notifications_are_found_by_their_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:thumbs";
+        let target = |id: &str, function_arn: &str| Target {
+            id: id.into(),
+            function_arn: function_arn.into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: None,
+            suffix: Some(".jpg".into()),
+        };
+        for b in ["photos", "other", "none"] {
+            store.create_bucket(b).unwrap();
+        }
+        store
+            .set_notification(
+                "photos",
+                &[target("a", arn), target("b", "arn:x:function:else")],
+            )
+            .unwrap();
+        store
+            .set_notification("other", &[target("c", &format!("{arn}:live"))])
+            .unwrap();
+        let found = store.notifications_for_function(arn).unwrap();
+        let ids: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(b, t)| (b.as_str(), t.id.as_str()))
+            .collect();
+        assert_eq!(ids, [("other", "c"), ("photos", "a")], "an alias's too");
+        let live = store
+            .notifications_for_function(&format!("{arn}:live"))
+            .unwrap();
+        assert_eq!(live.len(), 1);
+        assert!(
+            store
+                .notifications_for_function("arn:nope")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.notification("photos").unwrap().len(), 2);
+        store.set_notification("photos", &[]).unwrap();
+        assert!(store.notification("photos").unwrap().is_empty());
+    }
+
+    #[test]
+    fn listing_is_in_byte_order_from_the_resume_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        store.create_bucket("b").unwrap();
+        for k in ["b/2", "a", "b/1", "é", "c", "B"] {
+            put(&store, k, b"x");
+        }
+        let keys = |prefix: &str, after: &str| -> Vec<String> {
+            store
+                .list_objects("b", prefix, after, 100)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect()
+        };
+        assert_eq!(keys("", ""), ["B", "a", "b/1", "b/2", "c", "é"]);
+        assert_eq!(keys("b/", ""), ["b/1", "b/2"]);
+        assert_eq!(keys("", "b/1"), ["b/2", "c", "é"]);
+        assert!(store.delete_bucket("b").is_err(), "not empty");
+    }
+}
