@@ -12,18 +12,17 @@
 //! CLOCK_REALTIME. Uploads are one at a time, each waiting for the
 //! previous delivery, so the figure is latency, not queueing.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::bench::{create_function, create_role, invoke_path, read_log, sibling};
+use crate::bench::{create_function, create_role, invoke_path};
 use crate::client::Conn;
 use crate::fixtures::zip;
-use crate::procs::Server;
+use crate::procs::{Server, TempServer, emit, nimbus_binary};
 use crate::report::host;
 use crate::stats::Samples;
 
@@ -71,45 +70,16 @@ pub(crate) fn run(a: EventsArgs) -> Result<()> {
         a.uploads > 0 && a.invokes > 0,
         "--uploads and --invokes must be positive"
     );
-    let nimbus = a
-        .nimbus
-        .clone()
-        .or_else(|| sibling("nimbus"))
-        .unwrap_or_else(|| "target/release/nimbus".into());
-    ensure!(
-        nimbus.is_file(),
-        "{} not found: build it with `cargo build --release -p nimbus-cli` or pass --nimbus",
-        nimbus.display()
-    );
+    let nimbus = nimbus_binary(a.nimbus.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let text = rt.block_on(bench(&a, &nimbus))?;
-    print!("{text}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
-}
-
-async fn bench(a: &EventsArgs, nimbus_bin: &Path) -> Result<String> {
-    let data = tempfile::Builder::new()
-        .prefix("nimbus-bench-events-")
-        .tempdir()?;
-    let log_path = data.path().join("nimbus.log");
-    let mut cmd = Command::new(nimbus_bin);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path().join("data"))
-        .args(&a.serve_arg)
-        .env("NIMBUS_ACCESS_KEY_ID", crate::client::ACCESS_KEY_ID)
-        .env("NIMBUS_SECRET_ACCESS_KEY", crate::client::SECRET_ACCESS_KEY)
-        .env("NIMBUS_LOG", "warn")
-        .stderr(std::fs::File::create(&log_path)?);
-    let mut server = Server::spawn(cmd, "nimbus ready on ", Duration::from_secs(60))
-        .with_context(|| format!("nimbus log: {}", read_log(&log_path)))?;
-    let result = measure(a, &server).await;
-    server.stop(Duration::from_secs(10));
-    result.with_context(|| format!("nimbus log: {}", read_log(&log_path)))
+    let text = rt.block_on(async {
+        let server = TempServer::start(&nimbus, "nimbus-bench-events-", &a.serve_arg)?;
+        let result = measure(&a, &server.server).await;
+        server.finish(result)
+    })?;
+    emit(&text, a.out.as_deref())
 }
 
 fn expect_ok(what: &str, status: StatusCode, body: String) -> Result<()> {

@@ -281,3 +281,67 @@ impl CpuSnapshot {
         self.harness += other.harness;
     }
 }
+
+/// The nimbus binary a benchmark runs: `given`, else `nimbus` next to this
+/// executable, else `target/release/nimbus`; an error saying how to build
+/// it when missing.
+pub(crate) fn nimbus_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let nimbus = given
+        .map(Path::to_path_buf)
+        .or_else(|| crate::bench::sibling("nimbus"))
+        .unwrap_or_else(|| "target/release/nimbus".into());
+    if !nimbus.is_file() {
+        return Err(anyhow!(
+            "{} not found: build it with `cargo build --release -p nimbus-cli` or pass --nimbus",
+            nimbus.display()
+        ));
+    }
+    Ok(nimbus)
+}
+
+/// `nimbus serve` on loopback with a fresh temporary data directory and
+/// the harness's keys, for one benchmark; its log goes to a file in that
+/// directory, which errors quote.
+pub(crate) struct TempServer {
+    pub(crate) server: Server,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl TempServer {
+    pub(crate) fn start(nimbus: &Path, prefix: &str, serve_args: &[String]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let log = dir.path().join("nimbus.log");
+        let mut cmd = Command::new(nimbus);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(serve_args)
+            .env("NIMBUS_ACCESS_KEY_ID", crate::client::ACCESS_KEY_ID)
+            .env("NIMBUS_SECRET_ACCESS_KEY", crate::client::SECRET_ACCESS_KEY)
+            .env("NIMBUS_LOG", "warn")
+            .stderr(std::fs::File::create(&log)?);
+        let server = Server::spawn(cmd, "nimbus ready on ", Duration::from_secs(60))
+            .with_context(|| format!("nimbus log: {}", crate::bench::read_log(&log)))?;
+        Ok(Self { server, log, dir })
+    }
+
+    /// The temporary directory (the data directory is `data/` in it).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server; `result` with the server's log added to an error.
+    pub(crate) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        self.server.stop(Duration::from_secs(10));
+        result.with_context(|| format!("nimbus log: {}", crate::bench::read_log(&self.log)))
+    }
+}
+
+/// Prints a benchmark's report and, with `--out`, writes it there too.
+pub(crate) fn emit(report: &str, out: Option<&Path>) -> Result<()> {
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}

@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use crate::bench::{read_log, sibling};
 use crate::client::Conn;
-use crate::procs::Server;
+use crate::procs::{Server, TempServer, emit, nimbus_binary};
 use crate::report::host;
 use crate::stats::Samples;
 
@@ -53,25 +52,12 @@ pub(crate) fn run(a: S3Args) -> Result<()> {
         a.small > 0 && a.clients > 0 && a.large > 0,
         "--small, --clients and --large must be positive"
     );
-    let nimbus = a
-        .nimbus
-        .clone()
-        .or_else(|| sibling("nimbus"))
-        .unwrap_or_else(|| "target/release/nimbus".into());
-    ensure!(
-        nimbus.is_file(),
-        "{} not found: build it with `cargo build --release -p nimbus-cli` or pass --nimbus",
-        nimbus.display()
-    );
+    let nimbus = nimbus_binary(a.nimbus.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let text = rt.block_on(bench(&a, &nimbus))?;
-    print!("{text}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    emit(&text, a.out.as_deref())
 }
 
 /// One measured series: per-operation latencies and the wall time.
@@ -217,26 +203,13 @@ fn floor(dir: &Path, n: usize, body: &Bytes) -> Result<(Series, Series)> {
 }
 
 async fn bench(a: &S3Args, nimbus_bin: &Path) -> Result<String> {
-    let data = tempfile::Builder::new()
-        .prefix("nimbus-bench-s3-")
-        .tempdir()?;
-    let log_path = data.path().join("nimbus.log");
-    let mut cmd = Command::new(nimbus_bin);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path().join("data"))
-        .env("NIMBUS_ACCESS_KEY_ID", crate::client::ACCESS_KEY_ID)
-        .env("NIMBUS_SECRET_ACCESS_KEY", crate::client::SECRET_ACCESS_KEY)
-        .env("NIMBUS_LOG", "warn")
-        .stderr(std::fs::File::create(&log_path)?);
-    let mut server = Server::spawn(cmd, "nimbus ready on ", Duration::from_secs(60))
-        .with_context(|| format!("nimbus log: {}", read_log(&log_path)))?;
+    let server = TempServer::start(nimbus_bin, "nimbus-bench-s3-", &[])?;
     let mut echo_cmd = Command::new(std::env::current_exe()?);
     echo_cmd.arg("echo-server");
     let mut echo = Server::spawn(echo_cmd, crate::echo::READY, Duration::from_secs(10))?;
-    let result = measure(a, &server, echo.addr()?, data.path()).await;
-    server.stop(Duration::from_secs(10));
+    let result = measure(a, &server.server, echo.addr()?, server.dir()).await;
     echo.stop(Duration::from_secs(2));
-    result.with_context(|| format!("nimbus log: {}", read_log(&log_path)))
+    server.finish(result)
 }
 
 async fn measure(

@@ -470,6 +470,26 @@ impl Listing {
     fn len(&self) -> usize {
         self.objects.len() + self.prefixes.len()
     }
+
+    /// `Contents`, keys URL-encoded if asked (both ListObjects versions).
+    fn contents(&self, encode: bool) -> Vec<Object> {
+        self.objects
+            .iter()
+            .map(|o| object_entry(o, encode))
+            .collect()
+    }
+
+    /// `CommonPrefixes`, absent when there are none.
+    fn common_prefixes(&self, encode: bool) -> Option<Vec<CommonPrefix>> {
+        (!self.prefixes.is_empty()).then(|| {
+            self.prefixes
+                .iter()
+                .map(|p| CommonPrefix {
+                    prefix: Some(if encode { url_encode(p) } else { p.clone() }),
+                })
+                .collect()
+        })
+    }
 }
 
 fn object_entry(o: &ObjectMeta, encode: bool) -> Object {
@@ -927,20 +947,8 @@ impl S3 for Objects {
             is_truncated: Some(page.truncated),
             continuation_token: input.continuation_token,
             next_continuation_token: page.truncated.then(|| hex::encode(page.resume.as_bytes())),
-            contents: Some(
-                page.objects
-                    .iter()
-                    .map(|o| object_entry(o, encode))
-                    .collect(),
-            ),
-            common_prefixes: (!page.prefixes.is_empty()).then(|| {
-                page.prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
-                    .collect()
-            }),
+            contents: Some(page.contents(encode)),
+            common_prefixes: page.common_prefixes(encode),
             ..Default::default()
         }))
     }
@@ -976,20 +984,8 @@ impl S3 for Objects {
             max_keys: Some(i32::try_from(max).unwrap_or(1000)),
             is_truncated: Some(page.truncated),
             next_marker: page.truncated.then(|| enc(page.last.clone())),
-            contents: Some(
-                page.objects
-                    .iter()
-                    .map(|o| object_entry(o, encode))
-                    .collect(),
-            ),
-            common_prefixes: (!page.prefixes.is_empty()).then(|| {
-                page.prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
-                    .collect()
-            }),
+            contents: Some(page.contents(encode)),
+            common_prefixes: page.common_prefixes(encode),
             ..Default::default()
         }))
     }
