@@ -321,6 +321,20 @@ def cli(server, tmp_path, aws_cli_available):
     return Cli(server, tmp_path)
 
 
+def run_nimbus(srv, *args, check=True):
+    """The `nimbus` client (dlq, trigger, usage, ...) against `srv`, with the
+    test keys; the finished process."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") and not k.startswith("NIMBUS_")}
+    env.update(NIMBUS_URL=srv.url, AWS_ACCESS_KEY_ID=ACCESS_KEY,
+               AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    p = subprocess.run([str(server_binary()), *args], env=env, capture_output=True,
+                       text=True, timeout=60)
+    if check:
+        assert p.returncode == 0, f"nimbus {' '.join(args)} failed:\n{p.stderr}"
+    return p
+
+
 # ---------------------------------------------------------------------------
 # Zips and functions
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -20,9 +19,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
 
-from conftest import (ACCESS_KEY, ACCOUNT, LAMBDA_TRUST, BASIC_EXECUTION, REGION, ROLE,
-                      SECRET_KEY, Functions, Server, error_code, py_zip, server_binary, unique,
-                      wait_for)
+from conftest import (ACCOUNT, LAMBDA_TRUST, BASIC_EXECUTION, REGION, ROLE, Functions, Server,
+                      error_code, py_zip, run_nimbus, unique, wait_for)
 
 RETRY_BASE_MS = 300
 
@@ -83,15 +81,7 @@ def marked(logs, name, prefix):
 
 
 def nimbus(srv, *args, check=True):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AWS_") and not k.startswith("NIMBUS_")}
-    env.update(NIMBUS_URL=srv.url, AWS_ACCESS_KEY_ID=ACCESS_KEY,
-               AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-    p = subprocess.run([str(server_binary()), *args], env=env, capture_output=True,
-                       text=True, timeout=60)
-    if check:
-        assert p.returncode == 0, f"nimbus {' '.join(args)} failed:\n{p.stderr}"
-    return p
+    return run_nimbus(srv, *args, check=check)
 
 
 def dead_letters(srv, queue=None):

@@ -22,7 +22,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCESS_KEY, PY_RUNTIME, REGION, SECRET_KEY, error_code, py_zip, unique, wait_for
+from conftest import (ACCESS_KEY, PY_RUNTIME, REGION, SECRET_KEY, error_code, py_zip, run_nimbus,
+                      unique, wait_for)
 
 ACCOUNT = "000000000000"
 LAMBDA_TRUST = {"Version": "2012-10-17", "Statement": [
@@ -630,6 +631,65 @@ def test_uploads_invoke_a_function_with_the_s3_event(server, s3, bucket, functio
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=out):
         s3.delete_objects(Bucket=out, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
     s3.delete_bucket(Bucket=out)
+
+
+LOOPER = """import urllib.parse, boto3
+s3 = boto3.client("s3")
+
+def lambda_handler(event, context):
+    record = event["Records"][0]
+    bucket = record["s3"]["bucket"]["name"]
+    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    print("LOOP " + key)
+    # The mistake the thumbnail tutorial warns of: writing into the bucket
+    # that triggers this very function.
+    s3.put_object(Bucket=bucket, Key=key + "x", Body=b"again")
+"""
+
+
+def test_a_function_writing_into_its_trigger_bucket_is_stopped(server, s3, bucket, functions, lam):
+    """Lambda's recursive loop detection, through S3: the function's boto3
+    sends the trace header of its invocation with its PutObject, S3 passes it
+    on with the notification, and the 17th run in the chain is not started;
+    the event is dead-lettered with the reason."""
+    iam = server.client("iam")
+    role = iam.create_role(RoleName=unique("looper-role"),
+                           AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))["Role"]
+    iam.attach_role_policy(RoleName=role["RoleName"],
+                           PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")
+    iam.put_role_policy(RoleName=role["RoleName"], PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    fn = functions.python(LOOPER, Role=role["Arn"], Timeout=30)
+    name = fn["FunctionName"]
+    lam.add_permission(FunctionName=name, StatementId="s3", Action="lambda:InvokeFunction",
+                       Principal="s3.amazonaws.com", SourceArn=f"arn:aws:s3:::{bucket}")
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "LambdaFunctionConfigurations": [
+            {"LambdaFunctionArn": fn["FunctionArn"], "Events": ["s3:ObjectCreated:*"]}]})
+    s3.put_object(Bucket=bucket, Key="k", Body=b"first")
+
+    def stopped():
+        out = json.loads(run_nimbus(server, "dlq", "list", "--json").stdout)["deadLetters"]
+        return [d for d in out if d["functionName"] == name]
+    (letter,) = wait_for(stopped, timeout=90, what="the loop's dead letter")
+    assert letter["condition"] == "RecursiveInvocationDetected", letter
+    event = json.loads(letter["payload"])
+    assert event["Records"][0]["s3"]["object"]["key"] == "k" + "x" * 16
+
+    logs = server.client("logs")
+
+    def runs():
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}",
+                                        filterPattern="LOOP")["events"]
+        return sorted(e["message"].split()[1] for e in events if e["message"].startswith("LOOP "))
+    wait_for(lambda: len(runs()) == 16, timeout=20, what="16 runs in the logs")
+    assert runs() == sorted("k" + "x" * i for i in range(16))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == sorted("k" + "x" * i for i in range(17)), "the 17th write stopped nothing else"
+    time.sleep(1)
+    assert len(runs()) == 16, "nothing ran after the stop"
 
 
 def test_notifications_left_in_the_outbox_are_delivered_at_start(own_server, tmp_path):

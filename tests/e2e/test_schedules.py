@@ -8,16 +8,14 @@ would check it."""
 
 import datetime
 import json
-import os
 import re
-import subprocess
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (ACCESS_KEY, ACCOUNT, REGION, ROLE, PY_RUNTIME, SECRET_KEY, Cli, Server, py_zip,
-                      server_binary, unique, wait_for)
+from conftest import (ACCOUNT, REGION, ROLE, PY_RUNTIME, Cli, Server, py_zip, run_nimbus, unique,
+                      wait_for)
 
 SCALE = ["--schedule-time-scale", "60"]
 
@@ -372,12 +370,7 @@ def test_a_delivery_that_keeps_failing_is_dead_lettered(fast):
     assert metric(fast, "nimbus_schedule_ticks_fired_total") > fired
     # The DeadLetterConfig's SQS ARN names a queue of nimbus's dead-letter
     # store, where `nimbus dlq list` shows the tick for replay.
-    p = subprocess.run([str(server_binary()), "dlq", "list", "--queue", "dlq", "--json"],
-                       env={**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NIMBUS_"))},
-                            "NIMBUS_URL": fast.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                            "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    p = run_nimbus(fast, "dlq", "list", "--queue", "dlq", "--json")
     letters = json.loads(p.stdout)["deadLetters"]
     assert letters and all(d["functionName"] == "does-not-exist" and d["queue"] == "dlq"
                            for d in letters), letters
