@@ -27,32 +27,18 @@ impl NotificationSink for LambdaSink {
         else {
             return false;
         };
-        if self.lambda.get_function(&f).is_err() {
-            return false;
-        }
         // S3 checks that the function's resource-based policy lets it
-        // invoke the function for this bucket (AddPermission).
-        let Some(doc) = self.lambda.policy_document(&f.name) else {
-            return false;
+        // invoke the function for this bucket (AddPermission): the check
+        // every delivery goes through.
+        let origin = EventOrigin {
+            principal: Some(S3_PRINCIPAL.into()),
+            source_arn: Some(bucket_arn.into()),
+            source_account: Some(account.into()),
+            trace_header: None,
         };
-        let Ok(policy) = nimbus_policy::Policy::parse(&doc) else {
-            return false;
-        };
-        let principal = nimbus_policy::Principal::service(S3_PRINCIPAL);
-        let context = nimbus_policy::Context::new()
-            .with("aws:SourceArn", bucket_arn)
-            .with("aws:SourceAccount", account);
-        let resource = match &f.qualifier {
-            Some(q) => self.lambda.identity().qualified_arn(&f.name, q),
-            None => self.lambda.identity().function_arn(&f.name),
-        };
-        let request = nimbus_policy::Request {
-            principal: &principal,
-            action: "lambda:InvokeFunction",
-            resource: &resource,
-            context: &context,
-        };
-        nimbus_policy::evaluate(&[], Some(&policy), &request) == nimbus_policy::Decision::Allow
+        self.lambda
+            .check_service_principal(&f, S3_PRINCIPAL, &origin)
+            .is_ok()
     }
 
     async fn deliver(&self, d: Delivery) -> Result<(), DeliveryError> {

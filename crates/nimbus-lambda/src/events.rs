@@ -43,20 +43,27 @@ impl LambdaService {
         payload: Bytes,
         origin: EventOrigin,
     ) -> LambdaResult<String> {
-        self.resolve(f)?;
-        let payload = check_payload(payload, limits::ASYNC_PAYLOAD_MAX)?;
-        if let Some(p) = origin.principal.as_deref() {
-            self.check_service_principal(f, p, &origin)?;
+        match origin.principal.as_deref() {
+            Some(p) => self.check_service_principal(f, p, &origin)?,
+            None => {
+                self.resolve(f)?;
+            }
         }
+        let payload = check_payload(payload, limits::ASYNC_PAYLOAD_MAX)?;
         self.enqueue(f, payload, &origin).await
     }
 
-    fn check_service_principal(
+    /// Whether the service `principal` may invoke `f` for `origin`'s
+    /// source: the function (version, alias) exists and its resource-based
+    /// policy allows it. `invoke_event` asks for every event; S3 asks when
+    /// a notification configuration names the function.
+    pub fn check_service_principal(
         &self,
         f: &FunctionRef,
         principal: &str,
         origin: &EventOrigin,
     ) -> LambdaResult<()> {
+        self.resolve(f)?;
         let arn = self.identity.function_arn(&f.name);
         service_may_invoke(
             self.policy_document(&f.name).as_deref(),
